@@ -1,0 +1,5 @@
+"""``python -m lungseg`` (and ``torchrun -m lungseg``) runs the CLI."""
+
+from lungseg.cli import main
+
+raise SystemExit(main())
