@@ -1,0 +1,175 @@
+"""Training presets as typed, readable dataclasses.
+
+A preset is a complete recipe: it is printed in full at the start of a run and saved as
+``config.json`` in the run folder, so a run can be rebuilt and resumed from files alone. Presets
+are plain values (not subclasses found by name); ``--set key=value`` overrides any field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from lungseg.errors import LungsegError
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on.
+
+    Attributes:
+        model: registry name (``lungseg models`` lists them).
+        model_args: overrides passed to ``create_model`` (width, depth, heads...).
+        image_size: (height, width) the network sees; inputs are resized to it.
+        batch_size: images per step per process (DDP multiplies it by the world size).
+        epochs: upper bound on epochs; early stopping or the time budget may end sooner.
+        optimizer: ``"adamw"`` or ``"adam"`` (the paper's).
+        lr, min_lr: peak and final learning rate of the cosine schedule.
+        warmup_epochs: linear warm-up from ``lr/20`` (fractional values allowed).
+        weight_decay: decoupled for AdamW, L2 for Adam.
+        loss: ``"bce+dice"``, ``"bce"`` or ``"dice"``.
+        grad_clip: max global grad norm (0 disables).
+        augment: train-time augmentation from the data layer.
+        precision: ``"auto"`` (bf16 autocast on CPU, fp16 AMP on CUDA), ``"bf16"``, ``"fp16"``
+            or ``"fp32"``.
+        channels_last: NHWC memory format (faster convolutions on CPU and tensor cores).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        workers: DataLoader worker processes.
+        seed: seeds Python, NumPy, torch and the per-epoch data order.
+        deterministic: ``torch.use_deterministic_algorithms`` (slower; exact resume checks).
+        early_stop_patience: epochs without a better val Dice before stopping (0 disables).
+        time_budget_min: wall-clock budget in minutes (0 = none). With a budget the cosine
+            schedule follows elapsed time, so every model ends its schedule when the budget ends;
+            this is how models of different speed get an equal budget.
+        val_every: validate every N epochs.
+    """
+
+    model: str = "msag_unet_cpu"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    image_size: tuple[int, int] = (256, 256)
+    batch_size: int = 8
+    epochs: int = 100
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 2.0
+    weight_decay: float = 1e-4
+    loss: str = "bce+dice"
+    grad_clip: float = 1.0
+    augment: bool = True
+    precision: str = "auto"
+    channels_last: bool = True
+    device: str = "auto"
+    workers: int = 1
+    seed: int = 0
+    deterministic: bool = False
+    early_stop_patience: int = 0
+    time_budget_min: float = 0.0
+    val_every: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise LungsegError(f"unknown config field(s): {', '.join(unknown)}")
+        values = dict(values)
+        if "image_size" in values:
+            values["image_size"] = _size(values["image_size"])
+        return cls(**values)
+
+    def pretty(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str):
+        parts = value.lower().replace("x", ",").split(",")
+        value = [int(p) for p in parts if p.strip()]
+    size = tuple(int(v) for v in value)
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2:
+        raise LungsegError(f"image_size must be N or HxW, got {value!r}")
+    return size  # type: ignore[return-value]
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # The paper's recipe, unchanged: 512x512, batch 2, Adam, lr 1e-4 decaying to 1e-6, 50 epochs.
+    "paper": TrainConfig(
+        model="msag_unet",
+        image_size=(512, 512),
+        batch_size=2,
+        epochs=50,
+        optimizer="adam",
+        lr=1e-4,
+        min_lr=1e-6,
+        warmup_epochs=0.0,
+        weight_decay=0.0,
+        grad_clip=0.0,
+        precision="auto",
+    ),
+    # The shipped model's recipe on a 2-core CPU: bf16 autocast, channels_last, 256x256, a
+    # wall-clock budget so the run ends on time whatever the machine's speed.
+    "cpu": TrainConfig(
+        model="msag_unet_cpu",
+        image_size=(256, 256),
+        batch_size=8,
+        epochs=400,
+        optimizer="adamw",
+        lr=2e-3,
+        min_lr=1e-5,
+        warmup_epochs=2.0,
+        weight_decay=1e-4,
+        time_budget_min=50.0,
+        workers=1,
+    ),
+    # A seconds-long run for tests and smoke checks (tiny images; not a model to use).
+    "smoke": TrainConfig(
+        model="msag_unet_cpu",
+        image_size=(64, 64),
+        batch_size=4,
+        epochs=2,
+        lr=3e-3,
+        warmup_epochs=0.0,
+        workers=0,
+        augment=False,
+    ),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    """A fresh copy of a named preset (so callers can modify it freely)."""
+    if name not in PRESETS:
+        raise LungsegError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return TrainConfig.from_dict(PRESETS[name].to_dict())
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``key=value`` strings (values parsed as JSON when they parse, else kept as text).
+
+    ``model_args.width=24`` sets one entry of the ``model_args`` dict.
+    """
+    values = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise LungsegError(f"override {item!r} is not key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key.startswith("model_args."):
+            values["model_args"] = {**values["model_args"], key.split(".", 1)[1]: value}
+        elif key not in values:
+            raise LungsegError(f"unknown config field {key!r} in override {item!r}")
+        else:
+            values[key] = value
+    return TrainConfig.from_dict(values)

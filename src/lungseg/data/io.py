@@ -1,0 +1,562 @@
+"""Read any chest X-ray file into one float32 grey array in [0, 1], and any mask into a bool array.
+
+Hospitals hand over PNG, JPEG, TIFF (8/16-bit or float), BMP and DICOM. Everything downstream
+(training, inference, the web service) wants the same thing: a 2-D float32 image in [0, 1] plus
+the facts about where it came from (:class:`ImageMeta`). This module is the only place that
+knows about file formats, so a bad file fails here with an :class:`InvalidInputError` that names
+the file and the reason, never with a raw Pillow, tifffile or pydicom exception.
+
+Rules, in the order they are applied:
+
+* The format is sniffed from the content, not the name (an upload's name can lie).
+* The pixel count in the header is checked against ``max_pixels`` *before* decoding, so a
+  decompression bomb costs nothing. Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``) is left
+  in place as a second line of defence; only its warning is silenced because our check, which
+  the caller can tune per call, has already run.
+* Images smaller than :data:`MIN_SIDE` pixels on a side are rejected: they are thumbnails or
+  placeholders, not radiographs.
+* Colour (RGB, RGBA, palette) becomes grey by ITU-R 601 luminance; alpha is ignored.
+* Integers are divided by their bit depth's maximum (16-bit by 65535), so exposure differences
+  between files survive; float TIFFs already in [0, 1] are kept, other floats are min-max scaled.
+* DICOM gets the Modality LUT (rescale slope/intercept), then the VOI LUT or window when the
+  file has one, then MONOCHROME1 is inverted, then min-max scaling; ``PixelSpacing`` (or
+  ``ImagerPixelSpacing``) becomes :attr:`ImageMeta.pixel_spacing_mm`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from lungseg.errors import InvalidInputError, LungsegError, MaskMismatchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Largest image (height x width) read by default: a 10k x 10k detector image still fits."""
+
+MIN_SIDE = 16
+"""Smallest accepted height or width in pixels."""
+
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".dcm",
+    ".dicom",
+)
+"""File name endings treated as images when listing folders; DICOM without a suffix is also
+recognised by content (see :func:`looks_like_dicom`)."""
+
+_LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
+_SCREEN_DPI = (72.0, 96.0)  # resolutions software writes by default: not a physical spacing
+# Radiograph pixels measure 0.05-0.2 mm at the detector and up to a few mm once downsampled;
+# a TIFF/PNG resolution outside this range (Pillow writes 1 dpi by default) is not physical.
+_PLAUSIBLE_SPACING_MM = (0.01, 5.0)
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What is known about an image file besides its pixels.
+
+    Attributes:
+        path: the file (or upload name) the image came from.
+        height: rows of the original image.
+        width: columns of the original image.
+        bit_depth: bits per sample as stored (8, 16, 12 for many DICOMs, 32 for float).
+        pixel_spacing_mm: (row, column) spacing in millimetres when the file states a physical
+            one (DICOM PixelSpacing/ImagerPixelSpacing; a TIFF/PNG resolution in real units
+            that is not a 72/96 dpi screen default and gives 0.01-5 mm pixels); else ``None``.
+        source_format: ``"png"``, ``"jpeg"``, ``"tiff"``, ``"bmp"`` or ``"dicom"``.
+    """
+
+    path: str
+    height: int
+    width: int
+    bit_depth: int
+    pixel_spacing_mm: tuple[float, float] | None
+    source_format: str
+
+
+@dataclass
+class _Grey:
+    """A decoded image before scaling: grey levels as stored and the value that means white.
+
+    ``full_scale`` is ``None`` when the file has no fixed white level (DICOM after its LUTs,
+    signed integers, floats outside [0, 1]); the image is then min-max scaled.
+    """
+
+    meta: ImageMeta
+    values: np.ndarray | None = None  # float32 (H, W); None when only the header was read
+    full_scale: float | None = None
+
+
+def read_image(
+    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, ImageMeta]:
+    """Read an X-ray file of any supported format.
+
+    Args:
+        path: a PNG, JPEG, TIFF, BMP or DICOM file (the format is found from the content).
+        max_pixels: refuse images with more pixels than this, before decoding them.
+
+    Returns:
+        The image as float32 (H, W) in [0, 1], and its :class:`ImageMeta`.
+
+    Raises:
+        InvalidInputError: the file is missing, empty, truncated, not an image, too small or
+            too large; the message names the file and the reason.
+    """
+    path = Path(path)
+    with _open_file(path) as stream:
+        grey = _decode(stream, str(path), max_pixels=max_pixels)
+    return _to_unit_range(grey), grey.meta
+
+
+def read_image_bytes(
+    data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, ImageMeta]:
+    """Read an uploaded X-ray held in memory, exactly as :func:`read_image` reads a file.
+
+    Args:
+        data: the file's bytes.
+        name: the upload's name, used only in messages and :attr:`ImageMeta.path` (the format
+            is sniffed from ``data``).
+        max_pixels: refuse images with more pixels than this, before decoding them.
+
+    Raises:
+        InvalidInputError: as :func:`read_image`.
+    """
+    if not data:
+        raise InvalidInputError(name, "file is empty (0 bytes)")
+    grey = _decode(io.BytesIO(data), name, max_pixels=max_pixels)
+    return _to_unit_range(grey), grey.meta
+
+
+def read_meta(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageMeta:
+    """Read only an image's header: size, bit depth, spacing; no pixel is decoded.
+
+    Cheap enough to call for every file of a data set, e.g. to check a mask's size against
+    its image without decoding the image.
+
+    Raises:
+        InvalidInputError: as :func:`read_image`, except that truncated pixel data goes unseen.
+    """
+    path = Path(path)
+    with _open_file(path) as stream:
+        return _decode(stream, str(path), max_pixels=max_pixels, pixels=False).meta
+
+
+def read_mask_values(path: str | Path) -> np.ndarray:
+    """Read a mask's grey levels as stored (float32 (H, W), not rescaled, not thresholded).
+
+    ``lungseg data check`` uses this to see how many pixels are neither background nor
+    foreground; everyone else wants :func:`read_mask`.
+
+    Raises:
+        InvalidInputError: as :func:`read_image`.
+    """
+    path = Path(path)
+    with _open_file(path) as stream:
+        return _decode(stream, str(path), max_pixels=DEFAULT_MAX_PIXELS).values
+
+
+def binarize_mask(values: np.ndarray) -> np.ndarray:
+    """Cut mask grey levels at half their maximum: ``values > values.max() / 2``.
+
+    Works the same for {0, 1}, {0, 255} and anti-aliased grey masks; an all-zero mask stays an
+    (empty) mask.
+    """
+    return values > values.max() / 2
+
+
+def read_mask(
+    path: str | Path,
+    *,
+    image_path: str | Path | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Read a lung mask as bool (H, W), optionally checking it has its image's size.
+
+    Args:
+        path: the mask file, any format :func:`read_image` reads.
+        image_path: the mask's image; its size is read from its header (no decoding) unless
+            ``image_size`` is given. Named in the error message either way.
+        image_size: the image's (height, width), when the caller already knows it.
+
+    Raises:
+        InvalidInputError: the mask file cannot be read.
+        MaskMismatchError: the mask's size differs from the image's; names both files and sizes.
+    """
+    values = read_mask_values(path)
+    expected = _expected_size(image_path, image_size)
+    if expected is not None and values.shape != expected:
+        raise MaskMismatchError(
+            path, values.shape, image_path if image_path is not None else "(given size)", expected
+        )
+    return binarize_mask(values)
+
+
+def read_masks(
+    paths: Sequence[Path],
+    *,
+    image_path: str | Path | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Read several masks of one image and return their union (e.g. Montgomery left + right).
+
+    Every mask must have the image's size (when given) and the first mask's size otherwise.
+
+    Raises:
+        LungsegError: ``paths`` is empty.
+        InvalidInputError: a mask file cannot be read.
+        MaskMismatchError: a mask's size differs from the image's or the first mask's.
+    """
+    if not paths:
+        raise LungsegError("no mask file given")
+    expected = _expected_size(image_path, image_size)
+    reference = image_path if image_path is not None else "(given size)"
+    union: np.ndarray | None = None
+    for path in paths:
+        mask = read_mask(path)
+        if expected is None:
+            expected, reference = mask.shape, path
+        if mask.shape != expected:
+            raise MaskMismatchError(path, mask.shape, reference, expected)
+        union = mask if union is None else union | mask
+    return union
+
+
+def looks_like_dicom(head: bytes) -> bool:
+    """Whether a file's first 132 bytes say DICOM: the ``DICM`` tag after the 128-byte preamble,
+    or (for old preamble-less files) a first element in group 0002 or 0008, little endian."""
+    return head[128:132] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00")
+
+
+def _expected_size(
+    image_path: str | Path | None, image_size: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    if image_size is not None:
+        return (int(image_size[0]), int(image_size[1]))
+    if image_path is not None:
+        meta = read_meta(image_path)
+        return (meta.height, meta.width)
+    return None
+
+
+def _open_file(path: Path) -> BinaryIO:
+    """Open ``path`` for reading, turning every way it can fail into an InvalidInputError."""
+    if path.is_dir():
+        raise InvalidInputError(path, "is a directory, not an image file")
+    try:
+        if path.stat().st_size == 0:
+            raise InvalidInputError(path, "file is empty (0 bytes)")
+        return path.open("rb")
+    except FileNotFoundError:
+        raise InvalidInputError(path, "file not found") from None
+    except OSError as err:
+        raise InvalidInputError(path, f"cannot open file ({err.strerror or err})") from None
+
+
+def _sniff(head: bytes) -> str | None:
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if looks_like_dicom(head):
+        return "dicom"
+    return None
+
+
+def _decode(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool = True) -> _Grey:
+    """Sniff the format and decode (or, with ``pixels=False``, only read the header)."""
+    head = stream.read(132)
+    stream.seek(0)
+    source_format = _sniff(head)
+    if source_format is None:
+        raise InvalidInputError(
+            name, "not a supported image (expected PNG, JPEG, TIFF, BMP or DICOM content)"
+        )
+    if source_format == "dicom":
+        return _decode_dicom(stream, name, max_pixels=max_pixels, pixels=pixels)
+    if source_format == "tiff":
+        try:
+            return _decode_tifffile(stream, name, max_pixels=max_pixels, pixels=pixels)
+        except _NotForTifffile as why:
+            log.debug("%s: tifffile cannot read it (%s); trying Pillow", name, why)
+            stream.seek(0)
+    return _decode_pillow(stream, name, source_format, max_pixels=max_pixels, pixels=pixels)
+
+
+def _check_size(name: str, height: int, width: int, max_pixels: int) -> None:
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise InvalidInputError(
+            name,
+            f"image is {width}x{height} pixels (WxH); at least {MIN_SIDE} pixels a side needed",
+        )
+    if height * width > max_pixels:
+        raise InvalidInputError(
+            name,
+            f"image is {width}x{height} = {height * width:,} pixels, over the limit of "
+            f"{max_pixels:,} (a decompression-bomb guard; raise max_pixels if the file is genuine)",
+        )
+
+
+def _to_unit_range(grey: _Grey) -> np.ndarray:
+    values = grey.values
+    if grey.full_scale is not None:
+        return np.clip(values / np.float32(grey.full_scale), 0.0, 1.0, dtype=np.float32)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)
+
+
+def _why(err: Exception) -> str:
+    """A third-party exception as one line (some decoders report several lines)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., :3].astype(np.float32) @ _LUMINANCE
+
+
+def _float_full_scale(values: np.ndarray, name: str) -> float | None:
+    if not np.isfinite(values).all():
+        raise InvalidInputError(name, "float image contains NaN or infinite values")
+    return 1.0 if values.min() >= 0.0 and values.max() <= 1.0 else None
+
+
+def _spacing_from_dpi(dpi_x: float, dpi_y: float) -> tuple[float, float] | None:
+    """(row, col) mm spacing from a resolution, unless absent, a screen default or implausible."""
+    if dpi_x <= 0 or dpi_y <= 0:
+        return None
+    if any(abs(dpi_x - d) < 0.5 and abs(dpi_y - d) < 0.5 for d in _SCREEN_DPI):
+        return None
+    spacing = (25.4 / dpi_y, 25.4 / dpi_x)
+    low, high = _PLAUSIBLE_SPACING_MM
+    return spacing if all(low <= mm <= high for mm in spacing) else None
+
+
+# --- Pillow: PNG, JPEG, BMP, and TIFFs that tifffile cannot decode ----------------------------
+
+
+def _decode_pillow(
+    stream: BinaryIO, name: str, source_format: str, *, max_pixels: int, pixels: bool
+) -> _Grey:
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(stream, formats=[source_format.upper()])
+        except Image.DecompressionBombError as err:
+            raise InvalidInputError(
+                name, f"image is too large to decode safely ({_why(err)})"
+            ) from None
+        except Exception as err:  # Pillow signals a bad header with many exception types
+            raise InvalidInputError(
+                name, f"not a readable {source_format.upper()} file ({_why(err)})"
+            ) from None
+        with image:
+            _check_size(name, image.height, image.width, max_pixels)
+            spacing = None
+            if source_format in ("png", "tiff") and "dpi" in image.info:
+                dpi_x, dpi_y = (float(v) for v in image.info["dpi"])
+                spacing = _spacing_from_dpi(dpi_x, dpi_y)
+            bit_depth = _PILLOW_BIT_DEPTH.get(image.mode, 8)
+            meta = ImageMeta(name, image.height, image.width, bit_depth, spacing, source_format)
+            if not pixels:
+                return _Grey(meta)
+            try:
+                image.load()
+                values, full_scale = _pillow_grey(image, name)
+            except InvalidInputError:
+                raise
+            except Exception as err:  # truncated/corrupt data surfaces as OSError, SyntaxError...
+                raise InvalidInputError(
+                    name, f"truncated or corrupt {source_format.upper()} data ({_why(err)})"
+                ) from None
+    return _Grey(meta, values, full_scale)
+
+
+_PILLOW_BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
+
+
+def _pillow_grey(image, name: str) -> tuple[np.ndarray, float | None]:
+    """Grey levels and white level of a loaded Pillow image, by mode."""
+    mode = image.mode
+    if mode == "1":
+        return np.asarray(image, dtype=np.float32), 1.0
+    if mode in ("L", "LA"):
+        return np.asarray(image.getchannel(0), dtype=np.float32), 255.0
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.float32), 65535.0
+    if mode == "I":  # 32-bit integers: no meaningful white level
+        return np.asarray(image).astype(np.float32), None
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        return values, _float_full_scale(values, name)
+    return _luminance(np.asarray(image.convert("RGB"))), 255.0
+
+
+# --- tifffile: 8/16/32-bit and float TIFF, grey or RGB ----------------------------------------
+
+
+class _NotForTifffile(Exception):
+    """tifffile cannot decode this TIFF (palette, CMYK, a codec needing imagecodecs...)."""
+
+
+def _decode_tifffile(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool) -> _Grey:
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(stream)
+    except Exception as err:  # TiffFileError, struct.error, ValueError on a broken header
+        raise InvalidInputError(name, f"not a readable TIFF file ({_why(err)})") from None
+    with tif:
+        if not tif.pages:
+            raise InvalidInputError(name, "TIFF file holds no image")
+        page = tif.pages.first
+        height, width = int(page.imagelength), int(page.imagewidth)
+        _check_size(name, height, width, max_pixels)
+        photometric = int(page.photometric)
+        if photometric not in (0, 1, 2):  # MINISWHITE, MINISBLACK, RGB
+            raise _NotForTifffile(f"photometric {page.photometric.name}")
+        spacing = _tiff_spacing(page)
+        bit_depth = int(page.bitspersample)
+        meta = ImageMeta(name, height, width, bit_depth, spacing, "tiff")
+        if not pixels:
+            return _Grey(meta)
+        try:
+            array = page.asarray()
+        except Exception as err:  # most often a compression that needs imagecodecs
+            raise _NotForTifffile(str(err)) from None
+    kind = array.dtype.kind
+    if array.ndim == 3 and int(page.planarconfig) == 2:  # SEPARATE: (S, H, W)
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3:  # colour or grey + alpha
+        values = _luminance(array) if array.shape[-1] >= 3 else array[..., 0].astype(np.float32)
+    else:
+        values = array.astype(np.float32)
+    if kind == "f":
+        full_scale = _float_full_scale(values, name)
+    elif kind in "ub":
+        full_scale = float(2**bit_depth - 1)
+    else:  # signed integers: no white level
+        full_scale = None
+    if photometric == 0:  # MINISWHITE: 0 is white
+        top = full_scale if full_scale is not None else values.max() + values.min()
+        values = top - values
+    return _Grey(meta, values, full_scale)
+
+
+def _tiff_spacing(page) -> tuple[float, float] | None:
+    tags = page.tags
+    unit = tags.get("ResolutionUnit")
+    x_res, y_res = tags.get("XResolution"), tags.get("YResolution")
+    if unit is None or x_res is None or y_res is None:
+        return None
+    per_inch = {2: 1.0, 3: 2.54}.get(int(unit.value))  # INCH, CENTIMETER; NONE is no unit
+    if per_inch is None:
+        return None
+    (xn, xd), (yn, yd) = x_res.value, y_res.value
+    if not xd or not yd:
+        return None
+    return _spacing_from_dpi(xn / xd * per_inch, yn / yd * per_inch)
+
+
+# --- pydicom: DICOM ---------------------------------------------------------------------------
+
+
+def _decode_dicom(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool) -> _Grey:
+    import pydicom
+
+    head = stream.read(132)
+    stream.seek(0)
+    try:
+        ds = pydicom.dcmread(stream, force=head[128:132] != b"DICM")
+    except Exception as err:  # InvalidDicomError, EOFError, struct errors on truncation
+        raise InvalidInputError(name, f"not a readable DICOM file ({_why(err)})") from None
+    if "TransferSyntaxUID" not in ds.file_meta:  # old files without a meta header
+        _assume_uncompressed(ds)
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        kind = ds.get("SOPClassUID", "unknown SOP class")
+        name_of = getattr(kind, "name", kind)
+        raise InvalidInputError(name, f"DICOM file has no pixel data ({name_of})")
+    try:
+        height, width = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise InvalidInputError(name, "DICOM file lacks valid Rows/Columns") from None
+    _check_size(name, height, width, max_pixels)
+    bit_depth = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    meta = ImageMeta(name, height, width, bit_depth, _dicom_spacing(ds), "dicom")
+    if not pixels:
+        return _Grey(meta)
+    return _Grey(meta, _dicom_grey(ds, name))
+
+
+def _dicom_grey(ds, name: str) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+
+    try:
+        array = pixel_array(ds, index=0)
+    except Exception as err:  # no decoder for the transfer syntax, corrupt fragments...
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        described = f"{syntax.name} ({syntax})" if syntax is not None else "unknown"
+        raise InvalidInputError(
+            name, f"cannot decode DICOM pixel data, transfer syntax {described}: {_why(err)}"
+        ) from None
+    if int(ds.get("SamplesPerPixel", 1)) > 1:  # colour; pydicom already converted YBR to RGB
+        return _luminance(array)
+    try:
+        values = apply_modality_lut(array, ds)
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            values = apply_voi_lut(values, ds)
+    except Exception as err:  # malformed LUT or window attributes
+        raise InvalidInputError(name, f"invalid DICOM LUT or window ({_why(err)})") from None
+    values = np.asarray(values, dtype=np.float32)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # high values are dark
+        values = values.max() + values.min() - values
+    return values
+
+
+def _assume_uncompressed(ds) -> None:
+    """Give a meta-less DICOM the uncompressed transfer syntax it was read with: before the
+    meta header existed (ACR-NEMA, early DICOM) pixel data was never compressed."""
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    implicit_vr, little_endian = ds.original_encoding
+    if implicit_vr:
+        syntax = ImplicitVRLittleEndian
+    else:
+        syntax = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
+    ds.file_meta.TransferSyntaxUID = syntax
+
+
+def _dicom_spacing(ds) -> tuple[float, float] | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is None:
+            continue
+        try:
+            row, col = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if row > 0 and col > 0:
+            return (row, col)
+    return None

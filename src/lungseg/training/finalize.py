@@ -1,0 +1,80 @@
+"""The end of a run: pick the decision threshold on val and write the deployable model.
+
+The best checkpoint (by val Dice at network resolution) is reloaded, its threshold is chosen by
+mean val Dice at ORIGINAL resolution, and ``model.safetensors`` + ``summary.json`` +
+``val_predictions.png`` are written. The test subset is never touched here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from lungseg.atomic import atomic_write_text
+from lungseg.evaluate import predict_pairs, tune_threshold
+from lungseg.inference import Segmenter
+from lungseg.training.reports import plot_predictions
+from lungseg.weights import load_weights, save_weights
+
+if TYPE_CHECKING:
+    from lungseg.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+N_FIGURE_ROWS = 6
+
+
+def finalize_run(trainer: Trainer) -> dict[str, Any]:
+    from lungseg.training.trainer import BEST, FINAL
+
+    out = trainer.out
+    model, info = load_weights(out / BEST)
+    segmenter = Segmenter(model, info, device="cpu", precision="fp32")
+    workers = min(trainer.config.workers, 2)
+    threshold, scores = tune_threshold(segmenter, trainer.data.val, workers=workers)
+    info.threshold = threshold
+    info.extra.update(
+        {
+            "run": str(out),
+            "split": trainer.data.split_name,
+            "best_epoch": trainer.best_epoch,
+            "val_dice_network_res": round(trainer.best_dice, 5),
+            "val_dice_by_threshold": {f"{t:.2f}": round(s, 5) for t, s in scores.items()},
+        }
+    )
+    save_weights(out / FINAL, model, info)
+    segmenter.threshold = threshold
+
+    shown = trainer.data.val[:: max(1, len(trainer.data.val) // N_FIGURE_ROWS)][:N_FIGURE_ROWS]
+    images, truths, preds, titles = [], [], [], []
+    for item in predict_pairs(segmenter, shown, workers=0, progress=False):
+        pred = item["prob"] > threshold
+        images.append(item["image"])
+        truths.append(item["truth"])
+        preds.append(pred)
+        inter = (pred & item["truth"]).sum()
+        titles.append(
+            f"{item['pair'].id}\nDice {2 * inter / max(1, pred.sum() + item['truth'].sum()):.3f}"
+        )
+    plot_predictions(out / "val_predictions.png", images, truths, preds, titles)
+
+    summary = {
+        "model": trainer.config.model,
+        "model_config": model.config,
+        "epochs": trainer.epoch,
+        "best_epoch": trainer.best_epoch,
+        "train_seconds": round(trainer.elapsed, 1),
+        "threshold": threshold,
+        "val_dice_original_res": round(scores[threshold], 5),
+        "split": trainer.data.split_name,
+        "weights": str(out / FINAL),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    log.info(
+        "threshold %.2f (val Dice %.4f at original resolution); wrote %s",
+        threshold,
+        scores[threshold],
+        out / FINAL,
+    )
+    return summary

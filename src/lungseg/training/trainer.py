@@ -1,0 +1,418 @@
+"""``lungseg train``: one loop for a laptop CPU, a GPU and ``torchrun`` on many GPUs.
+
+Reproducibility and resume: the data order and augmentation of epoch ``e`` are seeded from
+``(seed, e, rank)`` alone, and a checkpoint is written atomically after every epoch, so a run
+killed at any point and resumed with ``--resume`` replays exactly the epochs it lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from lungseg import __version__
+from lungseg.atomic import atomic_write_text
+from lungseg.config import TrainConfig
+from lungseg.data.dataset import SegmentationDataset
+from lungseg.data.discovery import Pair, discover, load_split, select
+from lungseg.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    average_buffers,
+    barrier,
+    broadcast_flag,
+    cleanup,
+    init_distributed,
+)
+from lungseg.errors import LungsegError
+from lungseg.losses import build_loss
+from lungseg.models import create_model
+from lungseg.runtime import Runtime, resolve_runtime, seed_everything
+from lungseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from lungseg.training.reports import TensorBoardLog, plot_loss_curves, write_csv
+from lungseg.weights import WeightsInfo, save_weights
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.safetensors"
+FINAL = "model.safetensors"
+
+
+@dataclass
+class RunData:
+    train: list[Pair]
+    val: list[Pair]
+    split_name: str
+
+
+def prepare_data(data: Path, split: Path | None, seed: int) -> RunData:
+    """Train/val pairs from a split file, or a seeded 85/15 division when none is given."""
+    found = discover(data)
+    if not found.pairs:
+        raise LungsegError(f"{data}: no image/mask pairs found")
+    if split is not None:
+        ids = load_split(split)
+        return RunData(
+            select(found.pairs, ids, "train"), select(found.pairs, ids, "val"), str(split)
+        )
+    pairs = sorted(found.pairs, key=lambda p: p.id)
+    random.Random(seed).shuffle(pairs)
+    n_val = max(1, round(0.15 * len(pairs)))
+    return RunData(pairs[n_val:], pairs[:n_val], f"seeded 85/15 division (seed {seed})")
+
+
+def lr_at(
+    config: TrainConfig, step: int, total_steps: int, warmup_steps: int, elapsed: float
+) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr``.
+
+    With a time budget the cosine follows whichever is further along, steps or elapsed time, so
+    the schedule ends when the budget does.
+    """
+    if step < warmup_steps:
+        return config.lr * (0.05 + 0.95 * step / warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if config.time_budget_min > 0:
+        progress = max(progress, elapsed / (60.0 * config.time_budget_min))
+    progress = min(1.0, progress)
+    return config.min_lr + (config.lr - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Owns one run folder: builds everything from the config, trains, checkpoints, resumes."""
+
+    def __init__(self, config: TrainConfig, data: Path, split: Path | None, out: Path) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.dist: DistInfo = init_distributed("cuda" if _wants_cuda(config) else "cpu")
+        self.runtime: Runtime = resolve_runtime(
+            config.device, config.precision, self.dist.local_rank
+        )
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True)
+        seed_everything(config.seed)
+
+        self.data = prepare_data(Path(data), split, config.seed)
+        self.train_set = SegmentationDataset(
+            self.data.train, config.image_size, augment=config.augment
+        )
+        self.val_set = SegmentationDataset(self.data.val, config.image_size, augment=False)
+        for dataset in (self.train_set, self.val_set):
+            dataset.preload(progress=self.dist.is_main)
+
+        model = create_model(config.model, **config.model_args).to(self.runtime.device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ddp = (
+            DistributedDataParallel(
+                model,
+                device_ids=[self.dist.local_rank] if self.runtime.device.type == "cuda" else None,
+            )
+            if self.dist.enabled
+            else model
+        )
+        self.optimizer = self._build_optimizer()
+        self.scaler = torch.amp.GradScaler("cuda") if self.runtime.needs_grad_scaler else None
+        self.loss_fn = build_loss(config.loss)
+        self.sampler = DistributedSampler(
+            self.train_set,
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=config.seed,
+            drop_last=True,
+        )
+        self.steps_per_epoch = len(self.sampler) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise LungsegError(
+                f"{len(self.data.train)} training images are fewer than one batch of "
+                f"{config.batch_size} per process; lower batch_size"
+            )
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
+
+        # State a checkpoint restores.
+        self.epoch = 0
+        self.step = 0
+        self.elapsed = 0.0
+        self.best_dice = -1.0
+        self.best_epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------------------- building
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=cfg.lr)
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=cfg.lr)
+        raise LungsegError(f"unknown optimizer {cfg.optimizer!r}; use adamw or adam")
+
+    def _loader(self, dataset: Any, epoch: int, train: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(
+            self.config.seed * 100_003 + epoch * 1_009 + self.dist.rank
+        )
+        if train:
+            self.sampler.set_epoch(epoch)
+            sampler: Any = self.sampler
+        else:  # each rank validates its own shard, no padding, sums are all-reduced
+            sampler = None
+            dataset = Subset(
+                dataset, list(range(self.dist.rank, len(dataset), self.dist.world_size))
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            drop_last=train,
+            num_workers=self.config.workers,
+            generator=generator,
+            pin_memory=self.runtime.device.type == "cuda",
+        )
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "schedule": {"step": self.step, "elapsed": self.elapsed},
+            "epoch": self.epoch,
+            "best_dice": self.best_dice,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "rng": rng_state(),
+            "config": json.dumps(self.config.to_dict()),
+            "lungseg_version": __version__,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = state["schedule"]["step"]
+        self.elapsed = state["schedule"]["elapsed"]
+        self.epoch = state["epoch"]
+        self.best_dice = state["best_dice"]
+        self.best_epoch = state["best_epoch"]
+        self.history = list(state["history"])
+        set_rng_state(state["rng"])
+
+    def resume(self) -> None:
+        self.load_state_dict(load_checkpoint(self.out / LAST))
+        if self.dist.is_main:
+            log.info(
+                "resumed %s at epoch %d (best val Dice %.4f)", self.out, self.epoch, self.best_dice
+            )
+
+    def weights_info(self, threshold: float = 0.5, **extra: Any) -> WeightsInfo:
+        return WeightsInfo(
+            model_config=self.model.config,
+            image_size=tuple(self.config.image_size),
+            threshold=threshold,
+            extra=extra,
+        )
+
+    # ----------------------------------------------------------------------------- loop
+    def fit(self) -> dict[str, Any]:
+        cfg = self.config
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.json", cfg.pretty() + "\n")
+            tb = TensorBoardLog(self.out / "tensorboard")
+        stop = self._budget_spent() or self.epoch >= cfg.epochs
+        while not stop:
+            seed_everything(cfg.seed * 1_000_003 + self.epoch * 7_919 + self.dist.rank)
+            started = time.perf_counter()
+            train_loss = self._train_epoch()
+            val = self._validate() if (self.epoch + 1) % cfg.val_every == 0 else None
+            self.elapsed += time.perf_counter() - started
+            self.epoch += 1
+            row = {
+                "epoch": self.epoch,
+                "train_loss": train_loss,
+                "val_loss": val["loss"] if val else float("nan"),
+                "val_dice": val["dice"] if val else float("nan"),
+                "val_iou": val["iou"] if val else float("nan"),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": round(self.elapsed, 1),
+            }
+            self.history.append(row)
+            improved = val is not None and val["dice"] > self.best_dice
+            if improved:
+                self.best_dice, self.best_epoch = val["dice"], self.epoch
+            if self.dist.is_main:
+                if improved:
+                    save_weights(self.out / BEST, self.model, self.weights_info(epoch=self.epoch))
+                save_checkpoint(self.out / LAST, self.state_dict())
+                write_csv(self.out / "metrics.csv", self.history)
+                tb.log(row)
+                plot_loss_curves(self.out / "loss_curves.png", self.history)
+                log.info(
+                    "epoch %d  train %.4f  val %.4f  Dice %.4f  IoU %.4f  lr %.2e  %.0fs%s",
+                    self.epoch,
+                    train_loss,
+                    row["val_loss"],
+                    row["val_dice"],
+                    row["val_iou"],
+                    row["lr"],
+                    self.elapsed,
+                    "  *best*" if improved else "",
+                )
+            patience_out = (
+                cfg.early_stop_patience > 0
+                and self.epoch - self.best_epoch >= cfg.early_stop_patience
+            )
+            stop = (
+                broadcast_flag(self._budget_spent() or patience_out, self.dist)
+                or self.epoch >= cfg.epochs
+            )
+            barrier(self.dist)
+        if self.dist.is_main:
+            tb.close()
+        return {
+            "epochs": self.epoch,
+            "best_val_dice": self.best_dice,
+            "best_epoch": self.best_epoch,
+            "seconds": self.elapsed,
+        }
+
+    def _budget_spent(self) -> bool:
+        return (
+            self.config.time_budget_min > 0 and self.elapsed >= 60.0 * self.config.time_budget_min
+        )
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.runtime.device, non_blocking=True)
+        if self.config.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def _train_epoch(self) -> float:
+        self.ddp.train()
+        loader = self._loader(self.train_set, self.epoch, train=True)
+        total, count = 0.0, 0
+        bar = tqdm(
+            loader,
+            desc=f"epoch {self.epoch + 1}",
+            unit="batch",
+            leave=False,
+            disable=not self.dist.is_main,
+            dynamic_ncols=True,
+        )
+        started = time.perf_counter()
+        for batch in bar:
+            lr = lr_at(
+                self.config,
+                self.step,
+                self.total_steps,
+                self.warmup_steps,
+                self.elapsed + time.perf_counter() - started,
+            )
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            images, masks = self._to_device(batch["image"]), self._to_device(batch["mask"])
+            with self.runtime.autocast():
+                logits = self.ddp(images)
+            loss = self.loss_fn(logits, masks)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
+            if self.config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.step += 1
+            total += loss.item() * len(images)
+            count += len(images)
+            seen = count * self.dist.world_size
+            bar.set_postfix(
+                loss=f"{total / count:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}"
+            )
+        average_buffers(self.model, self.dist)
+        summed, n = all_reduce_sum([total, float(count)], self.dist)
+        return summed / max(n, 1.0)
+
+    @torch.inference_mode()
+    def _validate(self) -> dict[str, float]:
+        """Loss, Dice and IoU per image at the network's resolution (cheap; for model selection)."""
+        self.ddp.eval()
+        sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, dice, iou, n
+        for batch in self._loader(self.val_set, self.epoch, train=False):
+            images, masks = self._to_device(batch["image"]), self._to_device(batch["mask"])
+            with self.runtime.autocast():
+                logits = self.model(images)
+            logits = logits.float()
+            sums[0] += self.loss_fn(logits, masks).item() * len(images)
+            pred = (logits > 0).flatten(1)
+            truth = masks.flatten(1) > 0.5
+            inter = (pred & truth).sum(1).float()
+            union = (pred | truth).sum(1).float()
+            size = pred.sum(1).float() + truth.sum(1).float()
+            sums[1] += torch.where(size > 0, 2 * inter / size.clamp(min=1), 1.0).sum().item()
+            sums[2] += torch.where(union > 0, inter / union.clamp(min=1), 1.0).sum().item()
+            sums[3] += len(images)
+        loss, dice, iou, n = all_reduce_sum(sums, self.dist)
+        return {"loss": loss / n, "dice": dice / n, "iou": iou / n}
+
+
+def _wants_cuda(config: TrainConfig) -> bool:
+    return config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+
+
+def train(
+    config: TrainConfig, data: Path, split: Path | None, out: Path, *, resume: bool = False
+) -> dict[str, Any]:
+    """Train (or resume) a run, then pick the threshold on val and write ``model.safetensors``."""
+    trainer = Trainer(config, data, split, out)
+    try:
+        if resume:
+            trainer.resume()
+        elif trainer.dist.is_main:
+            log.info("lungseg %s: training %s\n%s", __version__, config.model, config.pretty())
+            log.info(
+                "train %d / val %d pairs (%s) on %s, autocast %s, world size %d",
+                len(trainer.data.train),
+                len(trainer.data.val),
+                trainer.data.split_name,
+                trainer.runtime.device,
+                trainer.runtime.dtype,
+                trainer.dist.world_size,
+            )
+        summary = trainer.fit()
+        if trainer.dist.is_main:
+            from lungseg.training.finalize import finalize_run
+
+            summary.update(finalize_run(trainer))
+        barrier(trainer.dist)
+        return summary
+    finally:
+        cleanup(trainer.dist)

@@ -1,0 +1,30 @@
+"""Shared fixtures: where the real X-ray data lives, and a fast torch setup for tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path | None:
+    root = Path(os.environ.get("LUNGSEG_DATA") or REPO.parent / "shared" / "data")
+    return root if (root / "splits" / "paper_433.json").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared Montgomery+Shenzhen folder; skips (with the reason) only when it is absent."""
+    root = _data_root()
+    if root is None:
+        pytest.skip("real X-ray data not found: set LUNGSEG_DATA or place it at ../shared/data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def split_file(data_root: Path) -> Path:
+    """The paper's 4:3:3 split behind every reported number."""
+    return data_root / "splits" / "paper_433.json"

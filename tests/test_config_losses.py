@@ -1,0 +1,72 @@
+"""Presets, overrides and the loss: the pieces a training run is assembled from."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lungseg.config import PRESETS, TrainConfig, apply_overrides, get_preset
+from lungseg.errors import LungsegError
+from lungseg.losses import build_loss, soft_dice_loss
+
+
+def test_paper_preset_is_the_papers_recipe() -> None:
+    paper = get_preset("paper")
+    assert paper.image_size == (512, 512)
+    assert (paper.batch_size, paper.epochs, paper.optimizer) == (2, 50, "adam")
+    assert (paper.lr, paper.min_lr) == (1e-4, 1e-6)
+    assert paper.model == "msag_unet"
+
+
+def test_presets_round_trip_through_json_dicts() -> None:
+    for config in PRESETS.values():
+        assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "value"),
+    [
+        ("epochs=7", "epochs", 7),
+        ("lr=0.01", "lr", 0.01),
+        ("image_size=320x256", "image_size", (320, 256)),
+        ("image_size=128", "image_size", (128, 128)),
+        ("model=unet", "model", "unet"),
+        ("augment=false", "augment", False),
+    ],
+)
+def test_overrides(override: str, field: str, value: object) -> None:
+    assert getattr(apply_overrides(get_preset("cpu"), [override]), field) == value
+
+
+def test_model_args_override_sets_one_entry() -> None:
+    config = apply_overrides(get_preset("cpu"), ["model_args.width=24", "model_args.heads=2"])
+    assert config.model_args == {"width": 24, "heads": 2}
+
+
+@pytest.mark.parametrize("bad", ["nope=1", "epochs", "image_size=1x2x3"])
+def test_bad_overrides_are_clear_errors(bad: str) -> None:
+    with pytest.raises(LungsegError):
+        apply_overrides(get_preset("cpu"), [bad])
+
+
+def test_unknown_preset_lists_the_valid_ones() -> None:
+    with pytest.raises(LungsegError, match="paper"):
+        get_preset("fast")
+
+
+def test_soft_dice_is_zero_for_a_confident_perfect_prediction_and_one_for_the_opposite() -> None:
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:6, 2:6] = 1
+    perfect = (target * 2 - 1) * 50.0  # logits: +50 inside, -50 outside
+    assert soft_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_dice_loss(-perfect, target).item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_bce_dice_sums_its_parts() -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.5).float()
+    both = build_loss("bce+dice")(logits, target)
+    parts = build_loss("bce")(logits, target) + build_loss("dice")(logits, target)
+    assert both.item() == pytest.approx(parts.item(), rel=1e-6)
+    with pytest.raises(LungsegError):
+        build_loss("focal")

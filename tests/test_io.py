@@ -1,0 +1,403 @@
+"""lungseg.data.io: every supported format, mask rules and every kind of bad input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import tifffile
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    MPEG2MPML,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
+
+from lungseg.data.io import (
+    IMAGE_SUFFIXES,
+    read_image,
+    read_image_bytes,
+    read_mask,
+    read_masks,
+    read_meta,
+)
+from lungseg.errors import InvalidInputError, MaskMismatchError
+
+RNG = np.random.default_rng(0)
+
+
+def gradient_u8(h: int = 32, w: int = 40) -> np.ndarray:
+    return (np.arange(h * w).reshape(h, w) % 256).astype(np.uint8)
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **attrs) -> Path:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "DX"
+    ds.set_pixel_data(pixels, photometric, 12)
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# --- formats ----------------------------------------------------------------------------------
+
+
+def test_png_8bit_exact(tmp_path):
+    pixels = gradient_u8()
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    image, meta = read_image(tmp_path / "a.png")
+    assert image.dtype == np.float32 and image.shape == (32, 40)
+    np.testing.assert_array_equal(image, pixels.astype(np.float32) / np.float32(255))
+    assert (meta.height, meta.width, meta.bit_depth, meta.source_format) == (32, 40, 8, "png")
+    assert meta.pixel_spacing_mm is None
+
+
+def test_png_16bit_exact(tmp_path):
+    pixels = np.zeros((20, 20), np.uint16)
+    pixels[0, :3] = [1000, 40000, 65535]
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    image, meta = read_image(tmp_path / "a.png")
+    assert meta.bit_depth == 16
+    np.testing.assert_allclose(image[0, :4], [1000 / 65535, 40000 / 65535, 1.0, 0.0], rtol=1e-6)
+
+
+def test_jpeg(tmp_path):
+    pixels = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (48, 1))
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=95)
+    image, meta = read_image(tmp_path / "a.jpg")
+    assert meta.source_format == "jpeg" and image.shape == (48, 64)
+    np.testing.assert_allclose(image, pixels / 255, atol=0.03)
+
+
+RGB_PATCHES = np.zeros((16, 48, 3), np.uint8)
+RGB_PATCHES[:, :16, 0] = 255  # red
+RGB_PATCHES[:, 16:32, 1] = 255  # green
+RGB_PATCHES[:, 32:, 2] = 255  # blue
+LUMINANCE = [0.299, 0.587, 0.114]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P"])
+def test_colour_becomes_luminance(tmp_path, mode):
+    rgb = Image.fromarray(RGB_PATCHES)
+    if mode == "RGBA":
+        converted = rgb.convert("RGBA")
+        converted.putalpha(0)  # alpha must be ignored, not composited
+    else:
+        converted = rgb.convert(mode) if mode == "RGB" else rgb.quantize(colors=3)
+    converted.save(tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as written:
+        assert written.mode == mode
+    image, _ = read_image(tmp_path / "a.png")
+    np.testing.assert_allclose(image[0, [0, 16, 32]], LUMINANCE, atol=1e-6)
+
+
+def test_tiff_16bit(tmp_path):
+    pixels = np.array([[0, 32768, 65535] * 6] * 17, np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", pixels)
+    image, meta = read_image(tmp_path / "a.tif")
+    assert (meta.source_format, meta.bit_depth) == ("tiff", 16)
+    np.testing.assert_allclose(image[0, :3], [0.0, 32768 / 65535, 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected_first_row"),
+    [
+        (0.2, 0.6, [0.2, 0.4, 0.6]),  # already in [0, 1]: kept as is
+        (-1000.0, 3000.0, [0.0, 0.5, 1.0]),  # outside: min-max scaled
+    ],
+)
+def test_tiff_float(tmp_path, low, high, expected_first_row):
+    pixels = np.tile(np.array([low, (low + high) / 2, high], np.float32), (16, 6))
+    tifffile.imwrite(tmp_path / "a.tiff", pixels)
+    image, meta = read_image(tmp_path / "a.tiff")
+    assert meta.bit_depth == 32
+    np.testing.assert_allclose(image[0, :3], expected_first_row, rtol=1e-6)
+
+
+def test_tiff_lzw_falls_back_to_pillow(tmp_path):
+    pixels = gradient_u8()
+    Image.fromarray(pixels).save(tmp_path / "a.tif", compression="tiff_lzw")
+    image, _ = read_image(tmp_path / "a.tif")
+    np.testing.assert_array_equal(image, pixels / np.float32(255))
+
+
+def test_tiff_min_is_white_is_inverted(tmp_path):
+    pixels = gradient_u8()
+    tifffile.imwrite(tmp_path / "a.tif", pixels, photometric="miniswhite")
+    image, _ = read_image(tmp_path / "a.tif")
+    np.testing.assert_allclose(image, 1 - pixels / 255, atol=1e-6)
+
+
+def test_palette_tiff_falls_back_to_pillow(tmp_path):
+    rgb = Image.fromarray(RGB_PATCHES)
+    rgb.quantize(colors=3).save(tmp_path / "a.tif")
+    image, meta = read_image(tmp_path / "a.tif")
+    np.testing.assert_allclose(image[0, [0, 16, 32]], LUMINANCE, atol=1e-6)
+    assert meta.pixel_spacing_mm is None
+
+
+def test_bmp(tmp_path):
+    pixels = gradient_u8()
+    Image.fromarray(pixels).save(tmp_path / "a.bmp")
+    image, meta = read_image(tmp_path / "a.bmp")
+    assert meta.source_format == "bmp"
+    np.testing.assert_array_equal(image, pixels / np.float32(255))
+
+
+@pytest.mark.parametrize(
+    ("unit", "resolution", "expected"),
+    [
+        ("CENTIMETER", (10.0, 5.0), (2.0, 1.0)),  # 10 px/cm across, 5 px/cm down
+        ("INCH", (254.0, 254.0), (0.1, 0.1)),
+        ("INCH", (72.0, 72.0), None),  # a screen default says nothing physical
+        ("INCH", (1.0, 1.0), None),  # Pillow's default: 25.4 mm pixels are not an X-ray's
+        ("NONE", (10.0, 10.0), None),
+    ],
+)
+def test_tiff_resolution_to_spacing(tmp_path, unit, resolution, expected):
+    tifffile.imwrite(tmp_path / "a.tif", gradient_u8(), resolution=resolution, resolutionunit=unit)
+    meta = read_meta(tmp_path / "a.tif")
+    if expected is None:
+        assert meta.pixel_spacing_mm is None
+    else:
+        np.testing.assert_allclose(meta.pixel_spacing_mm, expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize(("dpi", "expected"), [(254, 0.1), (96, None)])
+def test_png_resolution_to_spacing(tmp_path, dpi, expected):
+    Image.fromarray(gradient_u8()).save(tmp_path / "a.png", dpi=(dpi, dpi))
+    spacing = read_meta(tmp_path / "a.png").pixel_spacing_mm
+    if expected is None:
+        assert spacing is None
+    else:
+        np.testing.assert_allclose(spacing, (expected, expected), rtol=1e-3)
+
+
+# --- DICOM ------------------------------------------------------------------------------------
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    pixels = (np.arange(32 * 32).reshape(32, 32) * 4).astype(np.uint16)  # 0 .. 4092
+    path = write_dicom(tmp_path / "a.dcm", pixels, "MONOCHROME1")
+    image, meta = read_image(path)
+    assert meta.source_format == "dicom" and meta.bit_depth == 12
+    np.testing.assert_allclose(image, 1.0 - pixels / pixels.max(), atol=1e-6)
+    assert image[0, 0] == 1.0 and image[-1, -1] == 0.0
+
+
+def test_dicom_rescale_then_window(tmp_path):
+    # raw 12 -> -1000 HU (below window), 532 -> 40 HU (window centre - 0.5), 1512 -> 2000 HU.
+    pixels = np.full((16, 16), 532, np.uint16)
+    pixels[0, 0], pixels[0, 1] = 12, 1512
+    path = write_dicom(
+        tmp_path / "a.dcm",
+        pixels,
+        RescaleSlope=2,
+        RescaleIntercept=-1024,
+        WindowCenter=40.5,
+        WindowWidth=401,
+    )
+    image, _ = read_image(path)
+    # DICOM's linear window: ((x - (c - 0.5)) / (w - 1) + 0.5), clipped; then min-max.
+    np.testing.assert_allclose([image[0, 0], image[0, 1], image[5, 5]], [0.0, 1.0, 0.5], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ({"PixelSpacing": [0.143, 0.139]}, (0.143, 0.139)),
+        ({"ImagerPixelSpacing": [0.2, 0.2]}, (0.2, 0.2)),
+        ({"PixelSpacing": [0.15, 0.15], "ImagerPixelSpacing": [0.2, 0.2]}, (0.15, 0.15)),
+        ({}, None),
+    ],
+)
+def test_dicom_spacing(tmp_path, attrs, expected):
+    path = write_dicom(tmp_path / "a.dcm", np.zeros((16, 16), np.uint16), **attrs)
+    assert read_image(path)[1].pixel_spacing_mm == expected
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+def test_dicom_compressed(tmp_path, syntax):
+    pixels = (np.arange(32 * 32).reshape(32, 32) * 3).astype(np.uint16)
+    path = write_dicom(tmp_path / "a.dcm", pixels)
+    ds = pydicom.dcmread(path)
+    ds.compress(syntax)
+    ds.save_as(path, enforce_file_format=True)
+    image, _ = read_image(path)
+    np.testing.assert_allclose(image, pixels / pixels.max(), atol=1e-6)
+
+
+def test_dicom_without_suffix_found_by_content(tmp_path):
+    path = write_dicom(tmp_path / "IM000001", np.full((16, 16), 7, np.uint16))
+    assert read_image(path)[1].source_format == "dicom"
+
+
+@pytest.mark.parametrize("implicit_vr", [True, False])
+def test_dicom_without_meta_header(tmp_path, implicit_vr):
+    # ACR-NEMA era files: no preamble, no DICM, no transfer syntax; pixels uncompressed
+    pixels = (np.arange(16 * 16).reshape(16, 16) * 9).astype(np.uint16)
+    ds = pydicom.dcmread(write_dicom(tmp_path / "a.dcm", pixels))
+    del ds.file_meta
+    pydicom.dcmwrite(tmp_path / "old", ds, implicit_vr=implicit_vr, little_endian=True)
+    image, meta = read_image(tmp_path / "old")
+    assert meta.source_format == "dicom"
+    np.testing.assert_allclose(image, pixels / pixels.max(), atol=1e-6)
+
+
+def test_bytes_are_sniffed_not_named(tmp_path):
+    pixels = gradient_u8()
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    from_file, _ = read_image(tmp_path / "a.png")
+    from_bytes, meta = read_image_bytes((tmp_path / "a.png").read_bytes(), "upload.dcm")
+    np.testing.assert_array_equal(from_file, from_bytes)
+    assert (meta.path, meta.source_format) == ("upload.dcm", "png")
+
+
+def test_suffixes_cover_every_format():
+    assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"} == set(
+        IMAGE_SUFFIXES
+    )
+
+
+# --- masks ------------------------------------------------------------------------------------
+
+EXPECTED_MASK = np.zeros((20, 20), bool)
+EXPECTED_MASK[5:15, 3:12] = True
+
+
+def anti_aliased_mask() -> np.ndarray:
+    stored = np.where(EXPECTED_MASK, 255, 0).astype(np.uint8)
+    stored[4, 3:12] = 100  # grey rim just outside the lung: below half the max
+    stored[5, 3:12] = 200  # grey rim just inside: above it
+    return stored
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        EXPECTED_MASK.astype(np.uint8),  # {0, 1}
+        EXPECTED_MASK.astype(np.uint8) * 255,  # {0, 255}
+        anti_aliased_mask(),
+    ],
+    ids=["0-1", "0-255", "anti-aliased"],
+)
+def test_mask_levels(tmp_path, stored):
+    Image.fromarray(stored).save(tmp_path / "m.png")
+    mask = read_mask(tmp_path / "m.png")
+    assert mask.dtype == bool
+    np.testing.assert_array_equal(mask, EXPECTED_MASK)
+
+
+def test_empty_mask_is_valid(tmp_path):
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "m.png")
+    assert not read_mask(tmp_path / "m.png").any()
+
+
+def test_mask_size_mismatch_names_both_files(tmp_path):
+    Image.fromarray(gradient_u8(32, 40)).save(tmp_path / "image.png")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "mask.png")
+    with pytest.raises(MaskMismatchError) as caught:
+        read_mask(tmp_path / "mask.png", image_path=tmp_path / "image.png")
+    message = str(caught.value)
+    assert "mask.png" in message and "image.png" in message
+    assert "40x30" in message and "40x32" in message
+    with pytest.raises(MaskMismatchError):
+        read_mask(tmp_path / "mask.png", image_size=(32, 40))
+    assert read_mask(tmp_path / "mask.png", image_size=(30, 40)).shape == (30, 40)
+
+
+def test_masks_union(tmp_path):
+    left, right = np.zeros((20, 20), np.uint8), np.zeros((20, 20), np.uint8)
+    left[:, :5], right[:, 15:] = 255, 1
+    Image.fromarray(left).save(tmp_path / "l.png")
+    Image.fromarray(right).save(tmp_path / "r.png")
+    union = read_masks([tmp_path / "l.png", tmp_path / "r.png"], image_size=(20, 20))
+    assert union.sum() == 20 * 10 and union[:, :5].all() and union[:, 15:].all()
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 255, (256, 256), dtype=np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _dicom_without_pixels(path: Path) -> None:
+    write_dicom(path, np.zeros((16, 16), np.uint16))
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _dicom_unknown_syntax(path: Path) -> None:
+    write_dicom(path, np.zeros((16, 16), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML  # video: no decoder exists for an X-ray
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    ds.save_as(path, enforce_file_format=True)
+
+
+NOISE = RNG.integers(0, 255, (64, 64), dtype=np.uint8)
+BAD_INPUTS = {
+    "missing": (None, "not found"),
+    "empty": (lambda p: p.write_bytes(b""), "empty"),
+    "truncated-png": (lambda p: p.write_bytes(_png_bytes(NOISE)[:600]), "truncated"),
+    "truncated-jpeg": (lambda p: p.write_bytes(_jpeg_bytes()[:3000]), "truncated"),
+    "text-as-png": (lambda p: p.write_text("hello, not an image\n" * 20), "not a supported"),
+    "one-pixel": (lambda p: p.write_bytes(_png_bytes(np.zeros((1, 1), np.uint8))), "1x1"),
+    "thin": (lambda p: p.write_bytes(_png_bytes(np.zeros((200, 15), np.uint8))), "15x200"),
+    "directory": (lambda p: p.mkdir(), "directory"),
+    "dicom-no-pixels": (_dicom_without_pixels, "no pixel data"),
+    "dicom-unknown-syntax": (_dicom_unknown_syntax, "transfer syntax"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_names_file_and_reason(tmp_path, case):
+    make, reason = BAD_INPUTS[case]
+    path = tmp_path / f"bad-{case}.png"
+    if make is not None:
+        make(path)
+    with pytest.raises(InvalidInputError) as caught:
+        read_image(path)
+    message = str(caught.value)
+    assert path.name in message and reason in message
+    assert "\n" not in message
+
+
+def test_decompression_bomb_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (5000, 4000)).save(path)  # 20 MP of zeros: a few KB on disk
+    assert path.stat().st_size < 100_000
+    with pytest.raises(InvalidInputError, match="bomb.png.*20,000,000 pixels.*limit"):
+        read_image(path, max_pixels=10_000_000)
+    with pytest.raises(InvalidInputError, match="upload.png"):
+        read_image_bytes(path.read_bytes(), "upload.png", max_pixels=10_000_000)
+
+
+def test_bad_bytes_named_by_upload_name():
+    with pytest.raises(InvalidInputError, match="scan.png.*empty"):
+        read_image_bytes(b"", "scan.png")
+    with pytest.raises(InvalidInputError, match="scan.png.*not a supported"):
+        read_image_bytes(b"GIF89a" + bytes(200), "scan.png")
