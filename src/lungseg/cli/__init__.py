@@ -22,11 +22,20 @@ log = logging.getLogger("lungseg")
 COMMANDS = ("data", "models", "train", "evaluate")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults in --help, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, [], False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lungseg",
         description="Chest X-ray lung segmentation with MSAG-UNet.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lungseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -61,6 +70,4 @@ def add_parser(
     subparsers: argparse._SubParsersAction, name: str, help: str
 ) -> argparse.ArgumentParser:
     """Add a subcommand parser with the house style (defaults shown in --help)."""
-    return subparsers.add_parser(
-        name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    return subparsers.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
