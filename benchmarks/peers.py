@@ -1,0 +1,143 @@
+"""Train peers and lungseg models on the same split, input size and wall-clock budget; compare.
+
+Every model is trained by lungseg's own trainer (``--preset cpu``: same augmentation, loss,
+optimiser, schedule and time budget) and evaluated by the same ``lungseg evaluate`` code path
+(logits resized to the ORIGINAL mask size, threshold chosen on val), so the table compares
+architectures and nothing else. Peers enter lungseg's registry from here, so the package itself
+never imports smp or MONAI.
+
+Runs in the benchmark environment (see benchmarks/README.md), because smp needs torchvision:
+
+    .venv-bench/bin/python benchmarks/peers.py --data ../shared/data \
+        --models msag_unet_cpu unet attention_unet smp_unet_r34 monai_attention_unet \
+        --budget-min 45 --out runs/peers
+
+A finished model is not retrained (its ``summary.json`` exists); an interrupted one resumes from
+its last checkpoint. ``--models`` may name the shipped weights as ``shipped`` (evaluated only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import monai_attention_unet, smp_unet_r34  # noqa: E402  (the peers' constructors)
+
+from lungseg.config import apply_overrides, get_preset  # noqa: E402
+from lungseg.data.discovery import discover, load_split, select  # noqa: E402
+from lungseg.evaluate import evaluate  # noqa: E402
+from lungseg.inference import Segmenter  # noqa: E402
+from lungseg.models.registry import register_model  # noqa: E402
+from lungseg.training import train  # noqa: E402
+
+PEERS = {"smp_unet_r34": smp_unet_r34, "monai_attention_unet": monai_attention_unet}
+
+
+class PeerModel(nn.Module):
+    """A peer network dressed as a lungseg model (``config`` and ``stride``) for the trainer."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.net = PEERS[name]()
+        self.config = {"name": name}
+        self.stride = 32 if name == "smp_unet_r34" else 16
+
+    def forward(self, x):  # (B, 1, H, W) -> (B, 1, H, W) logits
+        return self.net(x)
+
+
+def _register_peers() -> None:
+    for name in PEERS:
+
+        def factory(_name: str = name, **overrides: Any) -> nn.Module:
+            return PeerModel(_name)
+
+        factory.__name__ = name
+        register_model(factory)
+
+
+def train_one(name: str, args: argparse.Namespace) -> Path:
+    out = args.out / name
+    if (out / "summary.json").is_file():
+        return out / "model.safetensors"
+    config = apply_overrides(
+        get_preset("cpu"),
+        [f"model={json.dumps(name)}", f"time_budget_min={args.budget_min}", f"seed={args.seed}"],
+    )
+    resume = (out / "last.pt").is_file()
+    train(config, args.data, args.split, out, resume=resume)
+    return out / "model.safetensors"
+
+
+def evaluate_one(name: str, weights: Path | None, args: argparse.Namespace) -> dict[str, Any]:
+    segmenter = Segmenter.from_pretrained(weights)
+    pairs = select(discover(args.data).pairs, load_split(args.split), "test")
+    started = time.perf_counter()
+    aggregate = evaluate(segmenter, pairs).aggregate()
+    run = json.loads((weights.parent / "summary.json").read_text()) if weights else {}
+    params = sum(p.numel() for p in segmenter.model.parameters())
+    return {
+        "model": name,
+        "params_m": round(params / 1e6, 2),
+        "epochs": run.get("epochs"),
+        "train_min": round(run.get("train_seconds", 0) / 60, 1) if run else None,
+        "threshold": segmenter.threshold,
+        "n": aggregate["n"],
+        **{
+            m: aggregate["mean"][m]
+            for m in ("dice", "iou", "accuracy", "precision", "recall", "hd95", "assd")
+        },
+        "eval_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        f"Test subset of {args.split.name} ({rows[0]['n']} images), metrics at original "
+        f"resolution, mean over images; every model trained by `lungseg train --preset cpu` for "
+        f"{args.budget_min:g} min on this machine; no post-processing.",
+        "",
+        "| model | params (M) | epochs | Dice | IoU | accuracy | precision | recall "
+        "| HD95 (px) | ASSD (px) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: -r["dice"]):
+        lines.append(
+            f"| {r['model']} | {r['params_m']} | {r['epochs'] or '-'} | {r['dice']:.4f} "
+            f"| {r['iou']:.4f} | {r['accuracy']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} "
+            f"| {r['hd95']:.2f} | {r['assd']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--split", type=Path)
+    parser.add_argument("--models", nargs="+", default=["msag_unet_cpu", *PEERS])
+    parser.add_argument("--budget-min", type=float, default=get_preset("cpu").time_budget_min)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/peers"))
+    args = parser.parse_args(argv)
+    args.split = args.split or args.data / "splits" / "paper_433.json"
+    _register_peers()
+    rows = []
+    for name in args.models:
+        weights = None if name == "shipped" else train_one(name, args)
+        rows.append(evaluate_one(name, weights, args))
+        (args.out / "peers.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = render(rows, args)
+    (args.out / "peers.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
