@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DATA   ?= $(if $(LUNGSEG_DATA),$(LUNGSEG_DATA),../shared/data)
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv bench-env clean
 
 $(BIN)/lungseg: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +17,27 @@ $(BIN)/lungseg: pyproject.toml
 
 venv: $(BIN)/lungseg
 
+# Segments the 211 test X-rays of the paper split with the shipped model; prints the metrics.
 demo: venv
-	$(BIN)/lungseg data check $(DATA) --split $(DATA)/splits/paper_433.json
+	$(BIN)/lungseg evaluate --data $(DATA) --split $(DATA)/splits/paper_433.json --subset test
 
-test: venv
+test: venv lint
 	LUNGSEG_DATA=$(DATA) $(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+# Benchmarks compare against smp and MONAI; smp needs torchvision, which loads here only beside
+# torch 2.14.1, so they get their own environment (see benchmarks/README.md).
+.venv-bench/bin/python:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet --upgrade pip
+	.venv-bench/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	.venv-bench/bin/pip install --quiet segmentation-models-pytorch monai
+	.venv-bench/bin/pip install --quiet -e .
+
+bench-env: .venv-bench/bin/python
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info

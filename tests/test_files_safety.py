@@ -25,6 +25,12 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temporary left behind
 
 
+def test_atomic_write_gives_the_permissions_a_plain_write_would(tmp_path: Path) -> None:
+    atomic_write_bytes(tmp_path / "atomic.bin", b"x")
+    (tmp_path / "plain.bin").write_bytes(b"x")
+    assert (tmp_path / "atomic.bin").stat().st_mode == (tmp_path / "plain.bin").stat().st_mode
+
+
 class _Exploit:
     def __reduce__(self):
         return (print, ("pwned",))

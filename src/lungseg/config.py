@@ -128,7 +128,7 @@ PRESETS: dict[str, TrainConfig] = {
         min_lr=1e-5,
         warmup_epochs=2.0,
         weight_decay=1e-4,
-        time_budget_min=50.0,
+        time_budget_min=45.0,
         workers=1,
     ),
     # A seconds-long run for tests and smoke checks (tiny images; not a model to use).
