@@ -108,3 +108,10 @@ def test_cli_evaluate_with_missing_weights_is_one_clear_line(
     assert code == 1
     err = capsys.readouterr().err
     assert "nope.safetensors" in err and "Traceback" not in err
+
+
+def test_segmenter_is_part_of_the_public_api() -> None:
+    import lungseg
+
+    assert lungseg.Segmenter is Segmenter
+    assert "Segmenter" in lungseg.__all__

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "LungsegError", "create_model", "list_models"]
+__all__ = ["__version__", "LungsegError", "Segmenter", "create_model", "list_models"]
 
 from lungseg.errors import LungsegError
 
 if TYPE_CHECKING:
+    from lungseg.inference import Segmenter
     from lungseg.models import create_model, list_models
 
 
@@ -24,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from lungseg import models
 
         return getattr(models, name)
+    if name == "Segmenter":
+        from lungseg.inference import Segmenter
+
+        return Segmenter
     raise AttributeError(f"module 'lungseg' has no attribute {name!r}")
