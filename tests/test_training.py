@@ -160,3 +160,36 @@ def test_cli_train_then_resume_finished_run(
     assert json.loads((out / "run.json").read_text())["preset"] == "smoke"
     assert main(args) == 1  # refuses to overwrite an existing run
     assert main(["train", "--resume", str(out)]) == 0  # already finished: finalises again, no error
+
+
+def test_paper_preset_starts_checkpoints_and_resumes_at_512(
+    data_root: Path, split_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The paper's full recipe (msag_unet, 512x512, batch 2, Adam) on 4 images for 2 epochs."""
+    ids = json.loads(split_file.read_text())
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({"train": ids["train"][:4], "val": ids["val"][:2], "test": []}))
+    config = apply_overrides(get_preset("paper"), ["epochs=2", "workers=0"])
+    real_epoch = Trainer._train_epoch
+
+    def crash_in_second_epoch(self: Trainer) -> float:
+        if self.epoch == 1:
+            raise RuntimeError("simulated crash")
+        return real_epoch(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash_in_second_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(config, data_root, tiny, tmp_path / "run").fit()
+    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+    resumed = Trainer(config, data_root, tiny, tmp_path / "run")
+    resumed.resume()
+    resumed.fit()
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert json.loads(state["config"])["image_size"] == [512, 512]
+    assert resumed.model.config["name"] == "msag_unet"
+    assert isinstance(resumed.optimizer, torch.optim.Adam)
+    lrs = [row["lr"] for row in state["history"]]
+    assert 1e-6 <= lrs[1] < lrs[0] <= 1e-4  # the paper's lr, decaying towards 1e-6
