@@ -1,8 +1,8 @@
 """Device and numeric-precision choices shared by training, evaluation and prediction.
 
 On a CPU whose oneDNN has native bf16 kernels (AVX512-BF16 or AMX) bf16 autocast makes
-convolutions about 2.5x faster than fp32. Without them PyTorch falls back to its reference
-convolution: on an AVX2-only CPU every model ran 6-13x SLOWER than in fp32
+convolutions faster than fp32 (not measured here: no such CPU). Without them PyTorch falls back
+to its reference convolution: on an AVX2-only CPU every model ran 6-13x SLOWER than in fp32
 (``benchmarks/results/models_bf16.md`` against ``models_fp32.md``). So
 ``auto`` means bf16 on a CPU only when oneDNN reports bf16 support, else fp32; on CUDA it means
 bf16 where the GPU supports it, else fp16 with a gradient scaler.
