@@ -44,14 +44,13 @@ class _PairDataset(Dataset):
             "truth": load_full_mask(pair),
             "pair": pair,
             "spacing": meta.pixel_spacing_mm,
-            "image": image,
         }
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "input": torch.stack([item["input"] for item in items]),
-        **{key: [item[key] for item in items] for key in ("truth", "pair", "spacing", "image")},
+        **{key: [item[key] for item in items] for key in ("truth", "pair", "spacing")},
     }
 
 
@@ -64,7 +63,7 @@ def predict_pairs(
     progress: bool = True,
     desc: str = "evaluate",
 ) -> Iterator[dict[str, Any]]:
-    """Yield per pair: ``pair``, ``prob`` (original size), ``truth``, ``spacing``, ``image``."""
+    """Yield per pair: ``pair``, ``prob`` (original size), ``truth`` and ``spacing``."""
     loader = DataLoader(
         _PairDataset(pairs, segmenter),
         batch_size=batch_size,
@@ -80,7 +79,6 @@ def predict_pairs(
                     "prob": segmenter.probabilities_at(logits[i], truth.shape),
                     "truth": truth,
                     "spacing": batch["spacing"][i],
-                    "image": batch["image"][i],
                 }
                 bar.update()
 

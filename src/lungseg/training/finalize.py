@@ -12,8 +12,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from lungseg.atomic import atomic_write_text
+from lungseg.data.io import read_image
 from lungseg.evaluate import predict_pairs, tune_threshold
 from lungseg.inference import Segmenter
+from lungseg.metrics import dice
 from lungseg.training.reports import plot_predictions
 from lungseg.weights import load_weights, save_weights
 
@@ -50,13 +52,10 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
     images, truths, preds, titles = [], [], [], []
     for item in predict_pairs(segmenter, shown, workers=0, progress=False):
         pred = item["prob"] > threshold
-        images.append(item["image"])
+        images.append(read_image(item["pair"].image)[0])
         truths.append(item["truth"])
         preds.append(pred)
-        inter = (pred & item["truth"]).sum()
-        titles.append(
-            f"{item['pair'].id}\nDice {2 * inter / max(1, pred.sum() + item['truth'].sum()):.3f}"
-        )
+        titles.append(f"{item['pair'].id}\nDice {dice(pred, item['truth']):.3f}")
     plot_predictions(out / "val_predictions.png", images, truths, preds, titles)
 
     summary = {

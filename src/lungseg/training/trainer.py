@@ -227,12 +227,10 @@ class Trainer:
                 "resumed %s at epoch %d (best val Dice %.4f)", self.out, self.epoch, self.best_dice
             )
 
-    def weights_info(self, threshold: float = 0.5, **extra: Any) -> WeightsInfo:
+    def weights_info(self, **extra: Any) -> WeightsInfo:
+        """Metadata for a weights file; the threshold is chosen later, on val (finalize)."""
         return WeightsInfo(
-            model_config=self.model.config,
-            image_size=tuple(self.config.image_size),
-            threshold=threshold,
-            extra=extra,
+            model_config=self.model.config, image_size=tuple(self.config.image_size), extra=extra
         )
 
     # ----------------------------------------------------------------------------- loop
