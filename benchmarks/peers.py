@@ -12,6 +12,9 @@ Runs in the benchmark environment (see benchmarks/README.md), because smp needs 
         --models msag_unet_cpu unet attention_unet smp_unet_r34 monai_attention_unet \
         --budget-min 45 --out runs/peers
 
+On a machine that is also used for other work, give the comparison one core of its own so every
+model trains under the same conditions: ``taskset -c 1 ... --threads 1``.
+
 A finished model is not retrained (its ``summary.json`` exists); an interrupted one resumes from
 its last checkpoint. ``--models`` may name the shipped weights as ``shipped`` (evaluated only).
 """
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -102,7 +106,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"Test subset of {args.split.name} ({rows[0]['n']} images), metrics at original "
         f"resolution, mean over images; every model trained by `lungseg train --preset cpu` for "
-        f"{args.budget_min:g} min on this machine; no post-processing.",
+        f"{args.budget_min:g} min with {torch.get_num_threads()} CPU thread(s) on this machine; "
+        "no post-processing.",
         "",
         "| model | params (M) | epochs | Dice | IoU | accuracy | precision | recall "
         "| HD95 (px) | ASSD (px) |",
@@ -125,7 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-min", type=float, default=get_preset("cpu").time_budget_min)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/peers"))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for training and evaluation (default: torch's choice); pin the "
+        "process with taskset too, so every model gets the same cores",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.split = args.split or args.data / "splits" / "paper_433.json"
     _register_peers()
     rows = []
