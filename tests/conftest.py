@@ -28,3 +28,11 @@ def data_root() -> Path:
 def split_file(data_root: Path) -> Path:
     """The paper's 4:3:3 split behind every reported number."""
     return data_root / "splits" / "paper_433.json"
+
+
+@pytest.fixture(scope="session")
+def test_split_pairs(data_root: Path, split_file: Path) -> list:
+    """The 211 test pairs of the paper split, in split order (both hospitals)."""
+    from lungseg.data.discovery import discover, load_split, select
+
+    return select(discover(data_root).pairs, load_split(split_file), "test")

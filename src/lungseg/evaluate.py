@@ -21,6 +21,7 @@ from lungseg.data.discovery import Pair
 from lungseg.data.io import read_image
 from lungseg.inference import Segmenter
 from lungseg.metrics import MetricAccumulator, dice
+from lungseg.postprocess import postprocess_mask
 
 THRESHOLDS = tuple(np.round(np.arange(0.30, 0.71, 0.05), 2))
 
@@ -91,16 +92,23 @@ def evaluate(
     batch_size: int = 8,
     workers: int = 1,
     progress: bool = True,
+    postprocess: bool = False,
 ) -> MetricAccumulator:
-    """All metrics per image at original resolution; the threshold defaults to the weights'."""
+    """All metrics per image at original resolution; the threshold defaults to the weights'.
+
+    With ``postprocess`` each thresholded mask goes through
+    :func:`lungseg.postprocess.postprocess_mask` (two largest components, holes filled) before
+    it is scored, as ``lungseg predict`` does by default, so its effect can be measured.
+    """
     threshold = segmenter.threshold if threshold is None else threshold
     metrics = MetricAccumulator()
     for item in predict_pairs(
         segmenter, pairs, batch_size=batch_size, workers=workers, progress=progress
     ):
         pair = item["pair"]
+        mask = item["prob"] > threshold
         metrics.update(
-            item["prob"] > threshold,
+            postprocess_mask(mask) if postprocess else mask,
             item["truth"],
             id=pair.id,
             source=pair.source,
