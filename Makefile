@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DATA   ?= $(if $(LUNGSEG_DATA),$(LUNGSEG_DATA),../shared/data)
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint venv bench-env clean
+.PHONY: demo evaluate test lint venv bench-env clean
 
 $(BIN)/lungseg: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ $(BIN)/lungseg: pyproject.toml
 
 venv: $(BIN)/lungseg
 
-# Segments the 211 test X-rays of the paper split with the shipped model; prints the metrics.
+# Segments two X-rays (one per hospital) with the shipped model: masks, overlays, lung areas.
 demo: venv
+	$(BIN)/lungseg predict $(DATA)/montgomery/images/MCUCXR_0001_0.png \
+		$(DATA)/shenzhen/images/CHNCXR_0001_0.png -o demo-out --overwrite
+	cat demo-out/results.csv
+
+# The paper's Table 1 metrics for the shipped model on the 211 test X-rays of the paper split.
+evaluate: venv
 	$(BIN)/lungseg evaluate --data $(DATA) --split $(DATA)/splits/paper_433.json --subset test
 
 test: venv lint

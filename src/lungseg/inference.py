@@ -16,18 +16,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lungseg.backends import OnnxRuntimeModel, resolve_backend
 from lungseg.data.io import ImageMeta, read_image
 from lungseg.data.transforms import preprocess
+from lungseg.errors import LungsegError
+from lungseg.measure import LungMeasurements, lung_labels, measure_lungs
+from lungseg.postprocess import postprocess_mask
 from lungseg.runtime import resolve_runtime
 from lungseg.weights import WeightsInfo, load_weights, shipped_weights_path
 
 
 @dataclass
 class Segmentation:
-    """One image's result: a boolean mask and lung probabilities, both at original size."""
+    """One image's result, everything at the image's original size.
+
+    Attributes:
+        mask: bool (H, W) lungs, post-processed unless that was turned off.
+        probabilities: float32 (H, W) lung probability before the threshold.
+        labels: uint8 (H, W): 0 background, 1 the patient's right lung, 2 the left one.
+        measurements: areas per side (cm2 when the spacing is known) and the quality flag.
+        meta: what the file said about itself, when the input was a file.
+    """
 
     mask: np.ndarray
     probabilities: np.ndarray
+    labels: np.ndarray
+    measurements: LungMeasurements
     meta: ImageMeta | None = None
 
 
@@ -42,18 +56,69 @@ class Segmenter:
     """
 
     def __init__(
-        self, model: nn.Module, info: WeightsInfo, device: str = "cpu", precision: str = "fp32"
+        self,
+        model: nn.Module | OnnxRuntimeModel,
+        info: WeightsInfo,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> None:
-        self.runtime = resolve_runtime(device, precision)
-        self.model = model.to(self.runtime.device).eval()
+        """Wrap a ready model.
+
+        Args:
+            model: the torch module (``self.model`` stays that module, so it can be benchmarked
+                or exported), or an :class:`~lungseg.backends.OnnxRuntimeModel`.
+            info: what the weights say about themselves (input size, threshold, ...).
+            device, precision: where and how the torch module runs. An OnnxRuntimeModel chose
+                both when its session was built and returns fp32 CPU logits, so torch only
+                resizes them, on the CPU.
+        """
+        if isinstance(model, nn.Module):
+            self.backend = "torch"
+            self.runtime = resolve_runtime(device, precision)
+            self.model = model.to(self.runtime.device).eval()
+        else:
+            self.backend = "onnxruntime"
+            self.runtime = resolve_runtime("cpu", "fp32")
+            self.model = model
         self.info = info
         self.threshold = info.threshold
 
     @classmethod
     def from_pretrained(
-        cls, weights: str | Path | None = None, *, device: str = "cpu", precision: str = "fp32"
+        cls,
+        weights: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        backend: str | None = None,
     ) -> Segmenter:
-        """Load ``weights`` (a lungseg safetensors file), or the model shipped in the package."""
+        """Load a model from ``weights``, or the model shipped in the package.
+
+        Args:
+            weights: a lungseg safetensors file (backend ``torch``) or an ONNX file written by
+                ``lungseg export`` (backend ``onnxruntime``); None means the shipped model.
+            device: ``cpu``, ``cuda`` or ``auto``.
+            precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (onnxruntime: fp32 only).
+            backend: ``torch`` or ``onnxruntime``; None picks ``onnxruntime`` for a ``.onnx``
+                file and ``torch`` otherwise.
+
+        Raises:
+            LungsegError: backend ``onnxruntime`` without ``weights``. The shipped model is not
+                exported behind the user's back: export verifies on a real X-ray, which the
+                package does not contain, and a hidden cache file is a side effect nobody
+                asked for. The message says which command writes the file.
+            InvalidInputError: a missing or unreadable weights file.
+        """
+        backend = resolve_backend(backend, weights)
+        if backend == "onnxruntime":
+            if weights is None:
+                raise LungsegError(
+                    "the onnxruntime backend runs an exported model: write one with "
+                    "'lungseg export --format onnx -o lungs.onnx --check-image XRAY' and pass "
+                    "that file as the weights"
+                )
+            runner = OnnxRuntimeModel(weights, device=device, precision=precision)
+            return cls(runner, runner.info)
         model, info = load_weights(weights if weights is not None else shipped_weights_path())
         return cls(model, info, device=device, precision=precision)
 
@@ -81,21 +146,47 @@ class Segmenter:
         )
         return torch.sigmoid(resized)[0, 0].cpu().numpy()
 
-    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Segmentation]:
+    def finish(
+        self, probabilities: np.ndarray, meta: ImageMeta | None = None, *, postprocess: bool = True
+    ) -> Segmentation:
+        """Probabilities at original size -> mask, sides and measurements (one place for all).
+
+        ``postprocess`` keeps the two largest components and fills their holes: a lung is one
+        piece without holes, so what it removes are the model's specks and gaps.
+        """
+        mask = probabilities > self.threshold
+        if postprocess:
+            mask = postprocess_mask(mask)
+        spacing = meta.pixel_spacing_mm if meta is not None else None
+        return Segmentation(
+            mask=mask,
+            probabilities=probabilities,
+            labels=lung_labels(mask),
+            measurements=measure_lungs(mask, spacing),
+            meta=meta,
+        )
+
+    def predict_arrays(
+        self, images: Sequence[np.ndarray], *, postprocess: bool = True
+    ) -> list[Segmentation]:
         """Segment several [0, 1] float images of any sizes in one batch."""
         batch = torch.stack([self.prepare(image) for image in images])
         logits = self.logits(batch)
-        results = []
-        for image, image_logits in zip(images, logits, strict=True):
-            prob = self.probabilities_at(image_logits, image.shape[:2])
-            results.append(Segmentation(mask=prob > self.threshold, probabilities=prob))
-        return results
+        return [
+            self.finish(
+                self.probabilities_at(image_logits, image.shape[:2]), postprocess=postprocess
+            )
+            for image, image_logits in zip(images, logits, strict=True)
+        ]
 
-    def __call__(self, image: str | Path | np.ndarray) -> Segmentation:
-        """Segment one X-ray given as a file path (any format lungseg reads) or a [0,1] array."""
+    def __call__(self, image: str | Path | np.ndarray, *, postprocess: bool = True) -> Segmentation:
+        """Segment one X-ray given as a file path (any format lungseg reads) or a [0,1] array.
+
+        The pixel spacing (hence areas in cm2) is known only for files that state it.
+        """
         meta = None
         if not isinstance(image, np.ndarray):
             image, meta = read_image(image)
-        result = self.predict_arrays([np.asarray(image, dtype=np.float32)])[0]
-        result.meta = meta
-        return result
+        batch = self.prepare(np.asarray(image, dtype=np.float32))[None]
+        probabilities = self.probabilities_at(self.logits(batch)[0], image.shape[:2])
+        return self.finish(probabilities, meta, postprocess=postprocess)

@@ -1,0 +1,221 @@
+"""The ``lungseg predict`` loop: decode in workers, segment in batches, write, merge.
+
+Decoding (the slow, format-dependent part) runs in DataLoader workers, which return either a
+ready network input or the reason the file could not be read, so one bad file is reported and
+skipped instead of ending the run (``strict`` ends it). Under ``torchrun`` every rank takes every
+``world_size``-th image of the sorted list and rank 0 merges the journal into one table, so the
+result does not depend on how many processes made it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from lungseg.data.io import ImageMeta, read_image
+from lungseg.distributed import DistInfo, barrier, cleanup, init_distributed
+from lungseg.errors import LungsegError
+from lungseg.inference import Segmenter
+from lungseg.overlay import render_overlay
+from lungseg.predict.inputs import InputImage, collect_inputs
+from lungseg.predict.outputs import (
+    collect_rows,
+    finished_row,
+    output_path,
+    record_row,
+    write_png,
+    write_results,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictOptions:
+    """How to predict; the defaults are what the CLI uses."""
+
+    batch_size: int = 4
+    workers: int = 1
+    postprocess: bool = True
+    probabilities: bool = False
+    dicom_seg: bool = False
+    overwrite: bool = False
+    strict: bool = False
+    as_json: bool = False
+    progress: bool = True
+
+
+@dataclass
+class PredictSummary:
+    """What a run did: this process's share; on rank 0, ``failed`` counts the merged table."""
+
+    images: int
+    segmented: int
+    skipped: int
+    failed: int
+    seconds: float
+    results: Path | None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.segmented / self.seconds if self.seconds > 0 else 0.0
+
+
+class _DecodeDataset(Dataset):
+    """Reads one image in a worker: the network input, the grey image for the overlay, meta."""
+
+    def __init__(self, images: Sequence[InputImage], segmenter: Segmenter) -> None:
+        self.images = list(images)
+        self.prepare = segmenter.prepare
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = self.images[index]
+        try:
+            pixels, meta = read_image(image.path)
+        except LungsegError as err:
+            return {"image": image, "error": str(err)}
+        grey = np.round(pixels * 255).astype(np.uint8)  # for the overlay: 1 byte per pixel
+        return {"image": image, "input": self.prepare(pixels), "grey": grey, "meta": meta}
+
+
+def predict(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    segmenter: Segmenter,
+    options: PredictOptions | None = None,
+) -> PredictSummary:
+    """Segment every image ``inputs`` names into ``out_dir``; see the module docstring."""
+    options = options or PredictOptions()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = collect_inputs(inputs, exclude=out_dir)
+    dist = init_distributed(segmenter.runtime.device.type)
+    try:
+        return _predict(images, out_dir, segmenter, options, dist)
+    finally:
+        cleanup(dist)
+
+
+def _predict(
+    images: list[InputImage],
+    out_dir: Path,
+    segmenter: Segmenter,
+    options: PredictOptions,
+    dist: DistInfo,
+) -> PredictSummary:
+    mine = images[dist.rank :: dist.world_size]
+    todo = [im for im in mine if options.overwrite or finished_row(out_dir, im) is None]
+    skipped = len(mine) - len(todo)
+    if skipped and dist.is_main:
+        log.info("%d image(s) already done in %s (use --overwrite to redo them)", skipped, out_dir)
+    loader = DataLoader(
+        _DecodeDataset(todo, segmenter),
+        batch_size=options.batch_size,
+        num_workers=options.workers,
+        collate_fn=list,
+        persistent_workers=False,
+    )
+    started = time.perf_counter()
+    segmented = failed = 0
+    bar = tqdm(
+        total=len(todo),
+        desc="predict",
+        unit="img",
+        disable=not (options.progress and dist.is_main),
+    )
+    for items in loader:
+        good = [item for item in items if "error" not in item]
+        for item in items:
+            if "error" in item:
+                failed += 1
+                _fail(out_dir, item["image"], item["error"], options)
+        if good:
+            logits = segmenter.logits(torch.stack([item["input"] for item in good]))
+            for item, image_logits in zip(good, logits, strict=True):
+                try:
+                    _finish_one(out_dir, item, image_logits, segmenter, options)
+                    segmented += 1
+                except LungsegError as err:
+                    failed += 1
+                    _fail(out_dir, item["image"], str(err), options)
+        bar.update(len(items))
+        bar.set_postfix(img_s=f"{(segmented + failed) / (time.perf_counter() - started):.1f}")
+    bar.close()
+    seconds = time.perf_counter() - started
+    barrier(dist)
+    results = None
+    if dist.is_main:
+        rows = collect_rows(out_dir, images)
+        summary = {
+            "images": len(images),
+            "ok": sum(row["status"] == "ok" for row in rows),
+            "failed": sum(row["status"] != "ok" for row in rows),
+            "model": segmenter.info.model_config.get("name"),
+            "lungseg_version": segmenter.info.lungseg_version,
+            "threshold": segmenter.threshold,
+            "postprocess": options.postprocess,
+        }
+        results = write_results(out_dir, rows, summary, options.as_json)
+        failed = summary["failed"]
+    return PredictSummary(len(mine), segmented, skipped, failed, seconds, results)
+
+
+def _fail(out_dir: Path, image: InputImage, message: str, options: PredictOptions) -> None:
+    """Report a file that could not be segmented: stop (``strict``) or record it and go on."""
+    if options.strict:
+        raise LungsegError(message)
+    log.warning("skipped %s", message)
+    row = {"file": str(image.path), "name": image.name, "status": "error", "error": message}
+    record_row(out_dir, image, row)
+
+
+def _finish_one(
+    out_dir: Path,
+    item: dict[str, Any],
+    image_logits: torch.Tensor,
+    segmenter: Segmenter,
+    options: PredictOptions,
+) -> None:
+    image: InputImage = item["image"]
+    meta: ImageMeta = item["meta"]
+    probabilities = segmenter.probabilities_at(image_logits, (meta.height, meta.width))
+    result = segmenter.finish(probabilities, meta, postprocess=options.postprocess)
+    write_png(output_path(out_dir, image, "mask"), result.mask.astype(np.uint8) * 255)
+    overlay = render_overlay(item["grey"] / 255.0, result.labels)
+    write_png(output_path(out_dir, image, "overlay"), overlay)
+    if options.probabilities:
+        scaled = np.round(probabilities * 65535).astype(np.uint16)
+        write_png(output_path(out_dir, image, "probabilities"), scaled)
+    if options.dicom_seg and meta.source_format == "dicom":
+        from lungseg.dicom_seg import write_dicom_seg
+
+        write_dicom_seg(
+            image.path,
+            result.labels,
+            output_path(out_dir, image, "seg", ".dcm"),
+            model_name=str(segmenter.info.model_config.get("name")),
+            model_version=segmenter.info.lungseg_version,
+        )
+    row = {
+        "file": str(image.path),
+        "name": image.name,
+        "status": "ok",
+        "error": None,
+        "width": meta.width,
+        "height": meta.height,
+        "pixel_spacing_mm": list(meta.pixel_spacing_mm) if meta.pixel_spacing_mm else None,
+        **result.measurements.as_row(),
+    }
+    record_row(out_dir, image, row)
