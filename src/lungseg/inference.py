@@ -179,12 +179,18 @@ class Segmenter:
             for image, image_logits in zip(images, logits, strict=True)
         ]
 
-    def __call__(self, image: str | Path | np.ndarray, *, postprocess: bool = True) -> Segmentation:
+    def __call__(
+        self,
+        image: str | Path | np.ndarray,
+        *,
+        meta: ImageMeta | None = None,
+        postprocess: bool = True,
+    ) -> Segmentation:
         """Segment one X-ray given as a file path (any format lungseg reads) or a [0,1] array.
 
-        The pixel spacing (hence areas in cm2) is known only for files that state it.
+        For an array, ``meta`` (e.g. from :func:`~lungseg.data.io.read_image_bytes`) supplies
+        the pixel spacing, hence areas in cm2; a file states its own.
         """
-        meta = None
         if not isinstance(image, np.ndarray):
             image, meta = read_image(image)
         batch = self.prepare(np.asarray(image, dtype=np.float32))[None]

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from lungseg.atomic import atomic_write_bytes, atomic_write_text
+from lungseg.png import encode_png
 from lungseg.predict.inputs import InputImage
 
 JOURNAL = ".lungseg-predict"
@@ -56,13 +56,8 @@ def output_path(out_dir: Path, image: InputImage, kind: str, suffix: str = ".png
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
-    """Encode grey (uint8/uint16) or RGB uint8 pixels as PNG and write them atomically."""
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise OSError(f"PNG encoding failed for {path}")
-    atomic_write_bytes(path, encoded.tobytes())
+    """Encode pixels as PNG (see :func:`lungseg.png.encode_png`) and write them atomically."""
+    atomic_write_bytes(path, encode_png(pixels))
 
 
 def journal_path(out_dir: Path, image: InputImage) -> Path:
