@@ -19,7 +19,7 @@ from lungseg.errors import LungsegError
 log = logging.getLogger("lungseg")
 
 # Subcommand modules under lungseg.cli, in the order --help lists them.
-COMMANDS = ("data", "models", "train", "evaluate")
+COMMANDS = ("data", "models", "train", "evaluate", "export", "predict", "serve")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -1,0 +1,416 @@
+"""The lungseg web service: a REST API and a web page around one loaded :class:`Segmenter`.
+
+:func:`create_app` builds the FastAPI app. The model loads once, when the app starts (its
+lifespan); every upload is decoded and segmented on the bounded :class:`InferencePool`, so a
+burst of requests queues and, beyond the queue, gets 503 with ``Retry-After`` instead of
+exhausting memory. Result PNGs live in one temporary folder that the shutdown removes.
+
+Every error is JSON ``{"detail": message}``: 413 for an upload or an image over the limits, 415
+for content that is not an image (judged by content, not by name), 422 for a missing file or an
+image that cannot be decoded, 503 when busy, and 500, logged on the server and without a stack
+trace in the answer, for anything unexpected.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from lungseg import __version__
+from lungseg.errors import InvalidInputError
+from lungseg.inference import Segmenter
+from lungseg.overlay import LEFT_COLOR, RIGHT_COLOR
+from lungseg.serve.body_limit import BodyLimitMiddleware
+from lungseg.serve.pool import InferencePool, PoolBusyError
+from lungseg.serve.results import ResultStore
+from lungseg.serve.segment import PNG_VIEWS, SegmentedUpload, hex_colour, segment_upload
+from lungseg.serve.settings import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    MULTIPART_ALLOWANCE,
+    ServeSettings,
+    describe_bytes,
+)
+from lungseg.weights import WeightsInfo, shipped_weights_path
+
+log = logging.getLogger(__name__)
+
+
+class ImageInfo(BaseModel):
+    """The uploaded image as read."""
+
+    width: int
+    height: int
+    format: str = Field(description="png, jpeg, tiff, bmp or dicom, from the content")
+    bit_depth: int
+    pixel_spacing_mm: tuple[float, float] | None = Field(
+        description="(row, column) mm per pixel when the file states it (DICOM), else null"
+    )
+
+
+class LungAreas(BaseModel):
+    """Areas per side: ``right`` is the PATIENT's right lung, on the image's left (PA view)."""
+
+    area_px: int
+    right_area_px: int
+    left_area_px: int
+    area_cm2: float | None = Field(description="null when the pixel spacing is unknown")
+    right_area_cm2: float | None
+    left_area_cm2: float | None
+    components: int = Field(description="connected regions of the mask")
+    quality: Literal["ok", "check"]
+    reason: str = Field(description="why the mask looks implausible; empty when ok")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    architecture: str
+    lungseg_version: str
+    threshold: float
+    input_size: tuple[int, int]
+
+
+class ResultLinks(BaseModel):
+    """URLs of the result PNGs; they stop working after ``expires_in_s`` seconds."""
+
+    id: str
+    expires_in_s: float
+    mask: str = Field(description="0/255 mask at the image's original size")
+    overlay: str = Field(description="the X-ray with the lungs tinted by side")
+    image: str = Field(description="the X-ray as 8-bit grey PNG")
+    labels: str = Field(description="the lungs filled in their side colours; clear elsewhere")
+    outline: str = Field(description="the lungs' contours in their side colours; clear elsewhere")
+
+
+class SegmentResponse(BaseModel):
+    file: str
+    image: ImageInfo
+    lungs: LungAreas
+    colours: dict[str, str] = Field(description="side -> #rrggbb used in overlay and labels")
+    postprocess: bool
+    model: ModelInfo
+    timing_ms: dict[str, float] = Field(
+        description="queue, decode, segment, encode, store (with images=url), total"
+    )
+    results: ResultLinks | None = Field(None, description="with images=url (the default)")
+    mask_png_base64: str | None = Field(None, description="with images=base64")
+    overlay_png_base64: str | None = Field(None, description="with images=base64")
+
+
+@dataclass
+class _Service:
+    """What the lifespan creates and the routes use."""
+
+    segmenter: Segmenter
+    card: dict[str, Any]
+    model: ModelInfo
+    pool: InferencePool
+    store: ResultStore
+
+
+def create_app(
+    weights: str | Path | None = None,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_concurrency: int = ServeSettings.max_concurrency,
+    max_queue: int = ServeSettings.max_queue,
+    result_ttl_s: float = ServeSettings.result_ttl_s,
+    max_results: int = ServeSettings.max_results,
+    temp_dir: str | Path | None = None,
+) -> FastAPI:
+    """Build the lungseg web service.
+
+    Args:
+        weights: a lungseg safetensors file; None serves the model shipped in the package. Its
+            model card is the JSON file of the same name beside it, when there is one.
+        max_upload_bytes, max_pixels, max_concurrency, max_queue, result_ttl_s, max_results:
+            the limits, as :class:`~lungseg.serve.settings.ServeSettings` describes them.
+        temp_dir: where to create the temporary results folder (default: the system's).
+    """
+    settings = ServeSettings(
+        max_upload_bytes, max_pixels, max_concurrency, max_queue, result_ttl_s, max_results
+    )
+    weights_path = Path(weights) if weights is not None else shipped_weights_path()
+    if not weights_path.is_file():  # fail here, with one line, not in the server's startup
+        raise InvalidInputError(weights_path, "weights file not found")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        segmenter = Segmenter.from_pretrained(weights_path)
+        card = model_card(weights_path, segmenter.info)
+        service = _Service(
+            segmenter=segmenter,
+            card=card,
+            model=_model_info(card, segmenter.info),
+            pool=InferencePool(settings.max_concurrency, settings.max_queue),
+            store=ResultStore(settings.result_ttl_s, settings.max_results, parent=temp_dir),
+        )
+        app.state.service = service
+        log.info("lungseg serve: model %s loaded from %s", service.model.name, weights_path)
+        try:
+            yield
+        finally:
+            service.pool.shutdown()
+            service.store.close()
+            log.info("lungseg serve: stopped; results folder %s removed", service.store.folder)
+
+    app = FastAPI(
+        title="lungseg",
+        version=__version__,
+        description="Lung segmentation of chest X-rays (research software, not a medical device).",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=max_upload_bytes + MULTIPART_ALLOWANCE,
+        describe_limit=describe_bytes(max_upload_bytes),
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    _add_routes(app, settings)
+    return app
+
+
+def model_card(weights_path: Path, info: WeightsInfo) -> dict[str, Any]:
+    """The model card beside the weights (``NAME.json``), or one made from the weights' header."""
+    card_path = weights_path.with_suffix(".json")
+    if card_path.is_file():
+        try:
+            return json.loads(card_path.read_text())
+        except (OSError, ValueError) as err:
+            log.warning(
+                "model card %s is unreadable (%s); using the weights' header", card_path, err
+            )
+    return {
+        "name": weights_path.stem,
+        "model": info.model_config.get("name"),
+        "model_config": info.model_config,
+        "input_size": list(info.image_size),
+        "preprocessing": info.preprocessing,
+        "threshold": info.threshold,
+        "lungseg_version": info.lungseg_version,
+    }
+
+
+def _model_info(card: dict[str, Any], info: WeightsInfo) -> ModelInfo:
+    return ModelInfo(
+        name=str(card.get("name", "lungseg")),
+        architecture=str(info.model_config.get("name")),
+        lungseg_version=info.lungseg_version,
+        threshold=info.threshold,
+        input_size=tuple(info.image_size),
+    )
+
+
+def _add_routes(app: FastAPI, settings: ServeSettings) -> None:
+    page = (
+        resources.files("lungseg.serve")
+        .joinpath("static/index.html")
+        .read_text(encoding="utf-8")
+        .replace("__MAX_UPLOAD_BYTES__", str(settings.max_upload_bytes))
+        .replace("__MAX_UPLOAD_TEXT__", describe_bytes(settings.max_upload_bytes))
+    )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/healthz", summary="Liveness and load")
+    async def healthz(request: Request) -> dict[str, Any]:
+        service = _service(request)
+        return {
+            "status": "ok",
+            "model": service.model.name,
+            "lungseg_version": __version__,
+            "in_flight": service.pool.admitted,
+            "capacity": service.pool.capacity,
+            "results_kept": len(service.store),
+        }
+
+    @app.get("/v1/model", summary="The model card of the served weights")
+    async def model(request: Request) -> dict[str, Any]:
+        return _service(request).card
+
+    @app.post(
+        "/v1/segment",
+        response_model=SegmentResponse,
+        summary="Segment the lungs in one chest X-ray",
+        responses={
+            200: {"content": {"image/png": {}}, "description": "JSON, or the mask with format=png"},
+            413: {"description": "upload or image over the limits"},
+            415: {"description": "not an image (judged by content)"},
+            422: {"description": "no file, or an image that cannot be decoded"},
+            503: {"description": "busy: retry after the Retry-After header's seconds"},
+        },
+    )
+    async def segment(
+        request: Request,
+        file: Annotated[UploadFile, File(description="PNG, JPEG, TIFF, BMP (8/16-bit) or DICOM")],
+        response_format: Annotated[
+            Literal["json", "png"],
+            Query(alias="format", description="png: answer with the mask PNG alone"),
+        ] = "json",
+        images: Annotated[
+            Literal["url", "base64"],
+            Query(description="result PNGs as expiring URLs, or inline as base64"),
+        ] = "url",
+        postprocess: Annotated[
+            bool, Query(description="keep the two largest regions, fill their holes")
+        ] = True,
+    ) -> Any:
+        service = _service(request)
+        if file.size is not None and file.size > settings.max_upload_bytes:
+            raise HTTPException(
+                413, f"upload too large: the limit is {describe_bytes(settings.max_upload_bytes)}"
+            )
+        name = file.filename or "upload"
+        if response_format == "png":
+            views: tuple[str, ...] = ("mask",)
+        elif images == "base64":
+            views = ("mask", "overlay")
+        else:
+            views = PNG_VIEWS
+        keep = response_format == "json" and images == "url"
+
+        def job(data: bytes) -> tuple[SegmentedUpload, str | None]:
+            result = segment_upload(
+                service.segmenter,
+                data,
+                name,
+                max_pixels=settings.max_pixels,
+                postprocess=postprocess,
+                views=views,
+            )
+            if not keep:
+                return result, None
+            stored = time.perf_counter()
+            result_id = service.store.put({f"{v}.png": png for v, png in result.pngs.items()})
+            result.timing_ms["store"] = round((time.perf_counter() - stored) * 1000, 1)
+            return result, result_id
+
+        started = time.perf_counter()
+        try:
+            with service.pool.admit():
+                result, result_id = await service.pool.run(job, await file.read())
+        except PoolBusyError as busy:
+            raise HTTPException(
+                503, str(busy), headers={"Retry-After": str(busy.retry_after_s)}
+            ) from None
+        except InvalidInputError as err:
+            raise HTTPException(_input_error_status(err), str(err)) from None
+        total_ms = (time.perf_counter() - started) * 1000
+
+        if response_format == "png":
+            filename = f"{_safe_stem(name)}_mask.png"
+            return Response(
+                result.pngs["mask"],
+                media_type="image/png",
+                headers={"Content-Disposition": f'inline; filename="{filename}"'},
+            )
+        meta = result.meta
+        answer = SegmentResponse(
+            file=name,
+            image=ImageInfo(
+                width=meta.width,
+                height=meta.height,
+                format=meta.source_format,
+                bit_depth=meta.bit_depth,
+                pixel_spacing_mm=meta.pixel_spacing_mm,
+            ),
+            lungs=LungAreas(**result.measurements.as_row()),
+            colours={"right": hex_colour(RIGHT_COLOR), "left": hex_colour(LEFT_COLOR)},
+            postprocess=postprocess,
+            model=service.model,
+            timing_ms={
+                "queue": round(max(0.0, total_ms - sum(result.timing_ms.values())), 1),
+                **result.timing_ms,
+                "total": round(total_ms, 1),
+            },
+        )
+        if result_id is not None:
+            base = f"/v1/results/{result_id}"
+            answer.results = ResultLinks(
+                id=result_id,
+                expires_in_s=round(service.store.expires_in(result_id), 1),
+                **{view: f"{base}/{view}.png" for view in PNG_VIEWS},
+            )
+        else:
+            answer.mask_png_base64 = base64.b64encode(result.pngs["mask"]).decode()
+            answer.overlay_png_base64 = base64.b64encode(result.pngs["overlay"]).decode()
+        return answer
+
+    @app.get(
+        "/v1/results/{result_id}/{view}.png",
+        summary="A result PNG (mask, overlay, image, labels, outline) until it expires",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown or expired"}},
+    )
+    async def result_png(request: Request, result_id: str, view: str) -> Response:
+        store = _service(request).store
+        data = store.get(result_id, f"{view}.png") if view in PNG_VIEWS else None
+        if data is None:
+            raise HTTPException(404, f"no result {result_id}/{view}.png: unknown or expired")
+        max_age = int(store.expires_in(result_id))
+        return Response(
+            data, media_type="image/png", headers={"Cache-Control": f"private, max-age={max_age}"}
+        )
+
+
+def _service(request: Request) -> _Service:
+    return request.app.state.service
+
+
+def _input_error_status(error: InvalidInputError) -> int:
+    """The HTTP status for an upload the reader refused.
+
+    The reader says why in words (``lungseg.data.io``); its wording is pinned by the serve
+    tests, one case per status, so a change there cannot silently change the API.
+    """
+    reason = error.reason
+    if reason.startswith("not a supported image"):
+        return 415  # not PNG/JPEG/TIFF/BMP/DICOM content, whatever the name says
+    if "over the limit of" in reason or "too large to decode" in reason:
+        return 413  # too many pixels; refused before decoding
+    return 422  # an image, but empty, truncated, corrupt or too small
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 as ``{"detail": message}``, like every other error, rather than a list of dicts."""
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query")]
+        if location == ["file"] and error.get("type") == "missing":
+            problems.append("no file uploaded: send the X-ray as multipart/form-data field 'file'")
+        else:
+            problems.append(f"{'.'.join(location) or 'request'}: {error.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """500 for a bug or a fault: logged here with its traceback, never sent to the client."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"detail": "internal server error; the server log has the details"}, status_code=500
+    )
+
+
+def _safe_stem(name: str) -> str:
+    """An upload's name reduced to a header-safe file stem."""
+    stem = Path(name.replace("\\", "/")).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:100] or "upload"

@@ -1,0 +1,129 @@
+"""One upload in, one segmentation out: the work an inference thread does for a request.
+
+The same steps as ``lungseg predict`` (decode by content, segment at original resolution, then
+:meth:`Segmenter.finish`: post-process, sides, areas and quality), on bytes instead of files,
+and ending in PNG bytes instead of files. Only the PNGs a request asked for are encoded:
+``?format=png`` needs the mask alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lungseg.data.io import ImageMeta, read_image_bytes
+from lungseg.inference import Segmenter
+from lungseg.measure import LEFT_LUNG, RIGHT_LUNG, LungMeasurements
+from lungseg.overlay import LEFT_COLOR, RIGHT_COLOR, render_overlay
+from lungseg.png import encode_png
+
+PNG_VIEWS = ("mask", "overlay", "image", "labels", "outline")
+"""The PNGs a result can carry: ``mask`` (0/255), ``overlay`` (the X-ray with the lungs
+tinted and outlined, as ``lungseg predict`` writes it), ``image`` (the X-ray as 8-bit grey, for
+browsers that cannot show DICOM or 16-bit TIFF), and two transparent layers that rebuild the
+overlay at any tint opacity when stacked on ``image``: ``labels`` (each lung filled in its side's
+colour) and ``outline`` (each lung's contour in its colour)."""
+
+
+@dataclass
+class SegmentedUpload:
+    """What one upload became.
+
+    Attributes:
+        meta: the decoded image's facts (size, format, bit depth, pixel spacing).
+        measurements: lung areas per side, components and the quality flag.
+        pngs: the requested views (see :data:`PNG_VIEWS`) as PNG bytes.
+        timing_ms: milliseconds spent decoding, segmenting (model, post-processing, measuring)
+            and encoding the PNGs.
+    """
+
+    meta: ImageMeta
+    measurements: LungMeasurements
+    pngs: dict[str, bytes] = field(default_factory=dict)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+def segment_upload(
+    segmenter: Segmenter,
+    data: bytes,
+    name: str,
+    *,
+    max_pixels: int,
+    postprocess: bool = True,
+    views: Collection[str] = PNG_VIEWS,
+) -> SegmentedUpload:
+    """Decode an uploaded X-ray, segment it and encode the requested views as PNG.
+
+    Args:
+        segmenter: the loaded model.
+        data: the uploaded file's bytes (any format lungseg reads; sniffed from the content).
+        name: the upload's file name, used in error messages only.
+        max_pixels: refuse images with more pixels than this, before decoding them.
+        postprocess: keep the two largest components and fill their holes, as predict does.
+        views: which of :data:`PNG_VIEWS` to encode.
+
+    Raises:
+        InvalidInputError: the bytes are not a readable image, or it is too small or too large.
+        ValueError: an unknown view was asked for.
+    """
+    unknown = set(views) - set(PNG_VIEWS)
+    if unknown:
+        raise ValueError(f"unknown views {sorted(unknown)}; choose from {PNG_VIEWS}")
+    clock = _Stopwatch()
+    image, meta = read_image_bytes(data, name, max_pixels=max_pixels)
+    clock.lap("decode")
+    # With the meta read from the upload, so the areas get cm2 when the file states its spacing.
+    result = segmenter(image, meta=meta, postprocess=postprocess)
+    mask, labels = result.mask, result.labels
+    clock.lap("segment")
+    render = {
+        "mask": lambda: mask.astype(np.uint8) * 255,
+        "overlay": lambda: render_overlay(image, labels),
+        "image": lambda: np.round(image * 255).astype(np.uint8),
+        "labels": lambda: label_layer(labels),
+        "outline": lambda: outline_layer(labels),
+    }
+    # Level 1: the PNGs go to a browser or a temporary folder, not to an archive.
+    pngs = {view: encode_png(render[view](), 1) for view in PNG_VIEWS if view in views}
+    clock.lap("encode")
+    return SegmentedUpload(meta, result.measurements, pngs, clock.laps)
+
+
+def label_layer(labels: np.ndarray) -> np.ndarray:
+    """Side labels (H, W) -> RGBA uint8 (H, W, 4): each lung in its colour, opaque; else clear."""
+    rgba = np.zeros((*labels.shape, 4), dtype=np.uint8)
+    for label, colour in ((RIGHT_LUNG, RIGHT_COLOR), (LEFT_LUNG, LEFT_COLOR)):
+        rgba[labels == label] = (*colour, 255)
+    return rgba
+
+
+def outline_layer(labels: np.ndarray) -> np.ndarray:
+    """Side labels (H, W) -> RGBA uint8 (H, W, 4): the overlay's lung contours alone.
+
+    Drawn by :func:`render_overlay` itself (at opacity 0 it draws only the contours), on black,
+    so the contours match ``overlay.png`` pixel for pixel; black becomes transparent.
+    """
+    drawn = render_overlay(np.zeros(labels.shape, dtype=np.float32), labels, opacity=0.0)
+    alpha = np.where(drawn.any(axis=2), 255, 0).astype(np.uint8)
+    return np.dstack([drawn, alpha])
+
+
+def hex_colour(colour: tuple[int, int, int]) -> str:
+    """(r, g, b) -> ``"#rrggbb"``, for the page's legend."""
+    return "#" + "".join(f"{int(c):02x}" for c in colour)
+
+
+class _Stopwatch:
+    """Milliseconds between consecutive laps, by name."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round((now - self._last) * 1000, 1)
+        self._last = now

@@ -1,0 +1,62 @@
+"""The service's limits, with their defaults; light enough for ``lungseg --help`` to import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lungseg.data.io import DEFAULT_MAX_PIXELS as READER_MAX_PIXELS
+
+DEFAULT_MAX_UPLOAD_BYTES = 64 * 2**20
+"""Largest upload: an uncompressed 16-bit DICOM of a 4k x 5k detector (about 40 MB) fits."""
+DEFAULT_MAX_PIXELS = 36_000_000
+"""Largest image served (6000 x 6000). Lower than the reader's default because a request holds
+about 20 bytes per pixel while it is segmented (see :mod:`lungseg.serve.pool`)."""
+MULTIPART_ALLOWANCE = 64 * 1024
+"""Bytes a request body may exceed the upload limit by: multipart boundaries and part headers."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the service accepts and how much it holds at once.
+
+    Attributes:
+        max_upload_bytes: largest uploaded file; bigger ones get 413 while they stream in.
+        max_pixels: largest image (height x width); bigger ones get 413 before decoding.
+        max_concurrency: segmentations running at once (threads sharing the one model).
+        max_queue: requests that may wait for a free thread; more get 503 with Retry-After.
+        result_ttl_s: seconds the result PNGs stay downloadable.
+        max_results: results kept at most; the oldest go first.
+    """
+
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_concurrency: int = 1
+    max_queue: int = 8
+    result_ttl_s: float = 600.0
+    max_results: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1:
+            raise ValueError(f"max_upload_bytes must be positive, got {self.max_upload_bytes}")
+        if not 0 < self.max_pixels <= READER_MAX_PIXELS:
+            raise ValueError(
+                f"max_pixels must be in 1..{READER_MAX_PIXELS:,}, got {self.max_pixels}"
+            )
+        if self.max_concurrency < 1 or self.max_queue < 0:
+            raise ValueError(
+                f"need max_concurrency >= 1 and max_queue >= 0, "
+                f"got {self.max_concurrency} and {self.max_queue}"
+            )
+        if self.result_ttl_s <= 0 or self.max_results < 1:
+            raise ValueError(
+                f"need result_ttl_s > 0 and max_results >= 1, "
+                f"got {self.result_ttl_s} and {self.max_results}"
+            )
+
+
+def describe_bytes(count: int) -> str:
+    """A byte count in words for messages: ``64 MiB``, ``1.5 KiB``, ``900 bytes``."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:g} {unit}"
+    return f"{count} bytes"

@@ -1,0 +1,436 @@
+"""The REST API (`lungseg serve`) with FastAPI's TestClient, on real X-rays and on bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import shutil
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e .[serve]")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from lungseg.cli import main  # noqa: E402
+from lungseg.data.dataset import load_full_mask  # noqa: E402
+from lungseg.metrics import dice  # noqa: E402
+from lungseg.serve import create_app  # noqa: E402
+from lungseg.serve.results import ResultStore  # noqa: E402
+from lungseg.weights import shipped_weights_path  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pairs(test_split_pairs: list) -> list:
+    """The first test-split pair of each source (Montgomery and Shenzhen)."""
+    firsts: dict[str, object] = {}
+    for pair in test_split_pairs:
+        firsts.setdefault(pair.source, pair)
+    return [firsts[source] for source in sorted(firsts)]
+
+
+@pytest.fixture(scope="module")
+def xray(pairs: list) -> Path:
+    return pairs[0].image
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One server with the default limits, shared by the tests that do not change them."""
+    app = create_app(temp_dir=tmp_path_factory.mktemp("serve"))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def upload(client: TestClient, data: bytes, name: str = "chest.png", query: str = ""):
+    return client.post(f"/v1/segment{query}", files={"file": (name, data)})
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def assert_json_error(response, status: int, *words: str) -> str:
+    """The answer is ``{"detail": message}`` with the status, naming ``words``, no traceback."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    detail = response.json()["detail"]
+    assert isinstance(detail, str)
+    for word in words:
+        assert word in detail
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    return detail
+
+
+# --- real X-rays ------------------------------------------------------------------------------
+
+
+def test_segment_returns_areas_sides_and_a_mask_that_matches_the_truth(client, pairs):
+    for pair in pairs:
+        response = upload(client, pair.image.read_bytes(), pair.image.name)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        truth = load_full_mask(pair)
+        assert (body["image"]["height"], body["image"]["width"]) == truth.shape
+        assert body["image"]["format"] == "png"
+        assert body["file"] == pair.image.name
+        lungs = body["lungs"]
+        assert lungs["area_px"] == lungs["right_area_px"] + lungs["left_area_px"]
+        assert lungs["right_area_px"] > 0 and lungs["left_area_px"] > 0
+        assert lungs["area_cm2"] is None  # a PNG states no pixel spacing
+        assert lungs["components"] <= 2  # post-processed by default
+        assert lungs["quality"] in ("ok", "check")
+        assert body["model"]["name"] == "lungseg_cxr"
+        assert body["model"]["architecture"] == "msag_unet_cpu"
+        assert set(body["timing_ms"]) == {"queue", "decode", "segment", "encode", "store", "total"}
+        assert body["mask_png_base64"] is None
+
+        mask = decode_png(client.get(body["results"]["mask"]).content)
+        assert mask.shape == truth.shape and set(np.unique(mask)) <= {0, 255}
+        assert int(np.count_nonzero(mask)) == lungs["area_px"]
+        assert dice(mask > 0, truth) > 0.9, pair.id  # a real segmentation, not a placeholder
+
+        overlay = decode_png(client.get(body["results"]["overlay"]).content)
+        assert overlay.shape == (*truth.shape, 3)
+        image = decode_png(client.get(body["results"]["image"]).content)
+        assert image.shape == truth.shape and image.dtype == np.uint8
+        for layer in ("labels", "outline"):
+            rgba = decode_png(client.get(body["results"][layer]).content)
+            assert rgba.shape == (*truth.shape, 4)
+        labels = decode_png(client.get(body["results"]["labels"]).content)
+        assert int(np.count_nonzero(labels[..., 3])) == lungs["area_px"]
+        # The patient's right lung is on the image's left, painted in the "right" colour.
+        right = tuple(int(body["colours"]["right"][i : i + 2], 16) for i in (1, 3, 5))
+        right_pixels = np.all(labels[..., :3] == right, axis=-1) & (labels[..., 3] > 0)
+        assert int(right_pixels.sum()) == lungs["right_area_px"]
+        assert np.nonzero(right_pixels)[1].mean() < truth.shape[1] / 2
+
+
+def test_format_png_and_base64_give_the_same_mask_as_the_result_url(client, xray):
+    data = xray.read_bytes()
+    as_json = upload(client, data, xray.name).json()
+    url_mask = client.get(as_json["results"]["mask"]).content
+
+    direct = upload(client, data, xray.name, "?format=png")
+    assert direct.status_code == 200
+    assert direct.headers["content-type"] == "image/png"
+    assert f'filename="{xray.stem}_mask.png"' in direct.headers["content-disposition"]
+    np.testing.assert_array_equal(decode_png(direct.content), decode_png(url_mask))
+
+    kept = client.get("/healthz").json()["results_kept"]
+    inline = upload(client, data, xray.name, "?images=base64").json()
+    assert inline["results"] is None
+    assert client.get("/healthz").json()["results_kept"] == kept  # nothing stored
+    np.testing.assert_array_equal(
+        decode_png(base64.b64decode(inline["mask_png_base64"])), decode_png(url_mask)
+    )
+    overlay = decode_png(base64.b64decode(inline["overlay_png_base64"]))
+    assert overlay.shape == (*decode_png(url_mask).shape, 3)
+
+
+def test_dicom_upload_gets_areas_in_cm2(client, xray, tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = np.asarray(Image.open(xray).convert("L"), dtype=np.uint16) * 16  # 12-bit
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "DX"
+    ds.set_pixel_data(pixels, "MONOCHROME2", 12)
+    ds.PixelSpacing = [0.7, 0.7]
+    path = tmp_path / "chest"  # no suffix: found by content
+    ds.save_as(path, enforce_file_format=True)
+
+    body = upload(client, path.read_bytes(), "chest").json()
+    assert body["image"]["format"] == "dicom"
+    assert body["image"]["pixel_spacing_mm"] == [0.7, 0.7]
+    lungs = body["lungs"]
+    assert lungs["area_cm2"] == pytest.approx(lungs["area_px"] * 0.49 / 100)
+    assert lungs["right_area_cm2"] + lungs["left_area_cm2"] == pytest.approx(lungs["area_cm2"])
+
+
+def test_postprocess_can_be_turned_off(client, pairs):
+    areas = {}
+    for flag in ("true", "false"):
+        body = upload(client, pairs[1].image.read_bytes(), query=f"?postprocess={flag}").json()
+        assert body["postprocess"] is (flag == "true")
+        areas[flag] = body["lungs"]
+    # Post-processing only removes specks and fills holes: never more regions than without.
+    assert areas["true"]["components"] <= min(2, areas["false"]["components"])
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR claiming ``width x height``, with no pixel data at all."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
+    chunk += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    iend = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    return b"\x89PNG\r\n\x1a\n" + chunk + iend
+
+
+def tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "words"),
+    [
+        ("text renamed .png", 415, ["scan.png", "not a supported image"]),
+        ("pdf", 415, ["scan.png", "not a supported image"]),
+        ("truncated png", 422, ["scan.png", "PNG"]),
+        ("empty file", 422, ["scan.png", "empty"]),
+        ("8x8 png", 422, ["scan.png", "at least 16 pixels"]),
+        ("10000x10000 png header", 413, ["scan.png", "over the limit of 36,000,000"]),
+    ],
+)
+def test_bad_uploads_get_a_clear_4xx(client, xray, case, status, words):
+    data = {
+        "text renamed .png": b"patient list\nname,age\n",
+        "pdf": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n",
+        "truncated png": xray.read_bytes()[: xray.stat().st_size // 2],
+        "empty file": b"",
+        "8x8 png": tiny_png(),
+        "10000x10000 png header": png_header_only(10_000, 10_000),
+    }[case]
+    assert_json_error(upload(client, data, "scan.png"), status, *words)
+
+
+def test_missing_file_is_422_with_a_message(client, xray):
+    assert_json_error(client.post("/v1/segment"), 422, "no file uploaded")
+    wrong_field = client.post("/v1/segment", files={"image": ("a.png", xray.read_bytes())})
+    assert_json_error(wrong_field, 422, "no file uploaded", "'file'")
+    bad_query = client.post("/v1/segment?format=gif", files={"file": ("a.png", xray.read_bytes())})
+    assert_json_error(bad_query, 422, "format")
+
+
+def test_upload_over_the_size_limit_is_413_declared_or_streamed(tmp_path, xray):
+    data = xray.read_bytes()
+    limit = len(data) // 2
+    with TestClient(create_app(max_upload_bytes=limit, temp_dir=tmp_path)) as small:
+        assert_json_error(upload(small, data), 413, "upload too large", "KiB")
+
+        # Without a Content-Length the body is counted as it arrives.
+        boundary = "lungsegboundary"
+
+        def chunks() -> Iterator[bytes]:
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
+            ).encode()
+            yield from (data[i : i + 8192] for i in range(0, len(data), 8192))
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        streamed = small.post(
+            "/v1/segment",
+            content=chunks(),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert "content-length" not in streamed.request.headers
+        assert_json_error(streamed, 413, "upload too large")
+
+        # A file just under the limit passes: the limit is on the file, not on its framing.
+        assert upload(small, data[:limit]).status_code == 422  # truncated, but not refused
+
+
+def test_image_over_the_pixel_limit_is_413(tmp_path, xray):
+    with TestClient(create_app(max_pixels=500 * 500, temp_dir=tmp_path)) as small:
+        assert_json_error(upload(small, xray.read_bytes()), 413, "512x512", "250,000")
+
+
+def test_unexpected_failure_is_a_logged_500_without_a_traceback(
+    tmp_path, xray, caplog, monkeypatch
+):
+    def broken_model(batch):
+        raise RuntimeError("simulated fault in the model")
+
+    app = create_app(temp_dir=tmp_path)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        monkeypatch.setattr(app.state.service.segmenter, "logits", broken_model)
+        with caplog.at_level(logging.ERROR, logger="lungseg.serve.app"):
+            response = upload(test_client, xray.read_bytes())
+        detail = assert_json_error(response, 500, "internal server error")
+        assert "simulated" not in detail
+        assert "simulated fault in the model" in caplog.text  # the server log has it
+
+
+# --- a burst queues, beyond the queue it is refused ---------------------------------------------
+
+
+class Gate:
+    """Holds the real model's calls until the test opens it, so requests stay in flight."""
+
+    def __init__(self, logits) -> None:
+        self.logits = logits
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def __call__(self, batch):
+        self.entered.release()
+        assert self.gate.wait(timeout=60)
+        return self.logits(batch)
+
+
+def test_burst_queues_then_gets_503_with_retry_after(tmp_path, xray, monkeypatch):
+    data = xray.read_bytes()
+    app = create_app(max_concurrency=1, max_queue=1, temp_dir=tmp_path)
+    with TestClient(app) as test_client:
+        segmenter = app.state.service.segmenter
+        gated = Gate(segmenter.logits)
+        monkeypatch.setattr(segmenter, "logits", gated)
+        answers: dict[str, int] = {}
+
+        def send(key: str) -> None:
+            answers[key] = upload(test_client, data).status_code
+
+        running = threading.Thread(target=send, args=("running",))
+        running.start()
+        assert gated.entered.acquire(timeout=30)  # the one worker is busy
+        queued = threading.Thread(target=send, args=("queued",))
+        queued.start()
+        deadline = time.monotonic() + 30
+        while test_client.get("/healthz").json()["in_flight"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+        refused = upload(test_client, data)
+        assert_json_error(refused, 503, "busy")
+        assert int(refused.headers["retry-after"]) >= 1
+
+        gated.gate.set()
+        running.join(60)
+        queued.join(60)
+        assert answers == {"running": 200, "queued": 200}
+        assert test_client.get("/healthz").json()["in_flight"] == 0
+
+
+# --- results: expiry, bounds, the temporary folder --------------------------------------------
+
+
+def test_result_urls_expire_and_old_results_are_dropped(tmp_path, xray):
+    data = xray.read_bytes()
+    app = create_app(result_ttl_s=0.5, max_results=2, temp_dir=tmp_path)
+    with TestClient(app) as test_client:
+        first = upload(test_client, data).json()["results"]
+        assert 0 < first["expires_in_s"] <= 0.5
+        response = test_client.get(first["mask"])
+        assert response.status_code == 200
+        assert response.headers["cache-control"].startswith("private")
+        time.sleep(0.6)
+        assert_json_error(test_client.get(first["mask"]), 404, "unknown or expired")
+
+    app = create_app(max_results=2, temp_dir=tmp_path)
+    with TestClient(app) as test_client:
+        links = [upload(test_client, data).json()["results"] for _ in range(3)]
+        assert test_client.get(links[0]["mask"]).status_code == 404  # the oldest went
+        assert all(test_client.get(link["mask"]).status_code == 200 for link in links[1:])
+        assert test_client.get("/healthz").json()["results_kept"] == 2
+        folder = app.state.service.store.folder
+        assert sorted(p.name for p in folder.iterdir()) == sorted(link["id"] for link in links[1:])
+
+
+def test_unknown_results_are_404(client, xray):
+    result_id = upload(client, xray.read_bytes()).json()["results"]["id"]
+    for path in (
+        "/v1/results/nosuchid/mask.png",
+        f"/v1/results/{result_id}/model.png",
+        f"/v1/results/{result_id}/..%2F..%2Fetc%2Fpasswd.png",
+        f"/v1/results/{result_id}/mask.jpg",
+    ):
+        assert client.get(path).status_code == 404, path
+
+
+def test_nothing_is_left_in_the_temp_folder_after_shutdown(tmp_path, xray):
+    app = create_app(temp_dir=tmp_path)
+    with TestClient(app) as test_client:
+        links = upload(test_client, xray.read_bytes()).json()["results"]
+        (folder,) = tmp_path.iterdir()
+        assert folder.name.startswith("lungseg-serve-")
+        assert sorted(p.name for p in (folder / links["id"]).iterdir()) == [
+            "image.png",
+            "labels.png",
+            "mask.png",
+            "outline.png",
+            "overlay.png",
+        ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_result_store_expires_and_bounds_with_a_clock(tmp_path):
+    now = [0.0]
+    store = ResultStore(ttl_s=10, max_count=2, parent=tmp_path, clock=lambda: now[0])
+    a = store.put({"a.png": b"1"})
+    now[0] = 5
+    b = store.put({"a.png": b"2"})
+    assert store.get(a, "a.png") == b"1" and store.expires_in(a) == 5
+    assert store.get(a, "other.png") is None
+    now[0] = 10  # a expires exactly at its deadline
+    assert store.get(a, "a.png") is None and store.get(b, "a.png") == b"2"
+    c, d = store.put({"a.png": b"3"}), store.put({"a.png": b"4"})
+    assert store.get(b, "a.png") is None and len(store) == 2  # b dropped: over max_count
+    assert {p.name for p in store.folder.iterdir()} == {c, d}
+    store.close()
+    assert not store.folder.exists()
+
+
+# --- the other endpoints and the CLI ----------------------------------------------------------
+
+
+def test_health_model_card_docs_and_page(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["model"] == "lungseg_cxr"
+    assert health["capacity"] == 1 + 8
+
+    card = client.get("/v1/model").json()
+    assert card == json.loads(shipped_weights_path().with_suffix(".json").read_text())
+
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/segment", "/v1/model", "/healthz"} <= set(spec["paths"])
+
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'data-max-upload-bytes="67108864"' in page.text and "64 MiB" in page.text
+    assert "__MAX_UPLOAD" not in page.text
+    # Works offline: nothing is fetched from another host.
+    for external in ('src="http', "src='http", 'href="http', "@import", "url(http", "//cdn"):
+        assert external not in page.text
+
+
+def test_other_weights_without_a_card_get_one_from_their_header(tmp_path, xray):
+    weights = tmp_path / "my_model.safetensors"
+    shutil.copy(shipped_weights_path(), weights)
+    with TestClient(create_app(weights, temp_dir=tmp_path)) as test_client:
+        card = test_client.get("/v1/model").json()
+        assert card["name"] == "my_model" and card["model"] == "msag_unet_cpu"
+        shipped = json.loads(shipped_weights_path().with_suffix(".json").read_text())
+        assert card["threshold"] == pytest.approx(shipped["threshold"])
+        body = upload(test_client, xray.read_bytes()).json()
+        assert body["model"]["name"] == "my_model"
+
+
+def test_cli_serve_refuses_missing_weights_in_one_line(tmp_path, capsys):
+    assert main(["serve", "--weights", str(tmp_path / "nope.safetensors")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope.safetensors: weights file not found" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    assert "--max-upload-mb" in capsys.readouterr().out

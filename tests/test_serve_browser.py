@@ -1,0 +1,266 @@
+"""`lungseg serve` as a user meets it: the real CLI on a real port, driven by headless Chromium.
+
+The server runs as a subprocess (``python -m lungseg serve``) with its own TMPDIR, so the test
+also sees that shutdown leaves nothing behind. The browser is Debian's ``chromium`` (``.ci/run``
+installs it), driven by Playwright through ``executable_path``: no browser download.
+
+The page's screenshot is saved under ``$LUNGSEG_TEST_ARTIFACTS`` when set (``.ci/run`` sets it
+to ``artifacts/``), else in the test's temporary folder; the path is printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lungseg.data.discovery import discover, load_split, select
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
+    "--disable-gpu",
+    "--disable-background-networking",  # the machine is offline: no calls home
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    host: str
+    port: int
+    tmpdir: Path
+    process: subprocess.Popen
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(server: LiveServer, path: str) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def xrays(data_root: Path) -> list[Path]:
+    """The first test-split X-ray of each source."""
+    test = select(
+        discover(data_root).pairs, load_split(data_root / "splits/paper_433.json"), "test"
+    )
+    firsts: dict[str, Path] = {}
+    for pair in test:
+        firsts.setdefault(pair.source, pair.image)
+    return [firsts[source] for source in sorted(firsts)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``lungseg serve`` on a free loopback port, stopped with SIGINT like Ctrl+C."""
+    tmpdir = tmp_path_factory.mktemp("server-tmp")
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lungseg", "serve", "--max-upload-mb", "1"]
+    command += ["--port", str(port)]
+    log_path = tmpdir.parent / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        live = LiveServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, tmpdir, process)
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, f"server exited: {log_path.read_text()}"
+            assert time.monotonic() < deadline, f"server not up in 120 s: {log_path.read_text()}"
+            try:
+                if get_json(live, "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        try:
+            yield live
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run does)")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def artifact_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("LUNGSEG_TEST_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_page_segments_an_uploaded_xray(server, browser, xrays, tmp_path):
+    page = browser.new_page(viewport={"width": 1366, "height": 768})  # a laptop screen
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.goto(server.url + "/")
+    page.wait_for_function(
+        "document.getElementById('model-name').textContent.includes('lungseg_cxr')"
+    )
+
+    # Pick a file, as through the file dialog.
+    xray = xrays[0]
+    page.set_input_files("#file-input", str(xray))
+    page.wait_for_selector("#result", state="visible", timeout=60_000)
+    for image_id in ("xray-img", "overlay-img", "outline-img"):
+        width = page.eval_on_selector(f"#{image_id}", "img => img.complete && img.naturalWidth")
+        assert width == 512, image_id
+    assert page.is_visible("#overlay-img")
+
+    # The page shows what the API says about the same X-ray.
+    api = _post_file(server, xray)
+    lungs = api["lungs"]
+    assert page.inner_text("#area-total") == f"{lungs['area_px']:,}"
+    assert page.inner_text("#area-right") == f"{lungs['right_area_px']:,}"
+    assert page.inner_text("#area-left") == f"{lungs['left_area_px']:,}"
+    assert page.inner_text("#area-total-cm2") == "\u2014"  # a PNG states no spacing
+    assert page.inner_text("#quality") == {"ok": "OK", "check": "Check"}[lungs["quality"]]
+    assert page.inner_text("#file-name") == xray.name
+
+    # The opacity slider drives the tint layer.
+    page.eval_on_selector(
+        "#opacity", "el => { el.value = 80; el.dispatchEvent(new Event('input')); }"
+    )
+    assert page.eval_on_selector("#overlay-img", "img => img.style.opacity") == "0.8"
+    assert page.inner_text("#opacity-value") == "80%"
+
+    # The mask download is a real PNG of the image's size.
+    link = page.get_attribute("#download-mask", "href")
+    assert page.get_attribute("#download-mask", "download") == f"{xray.stem}_mask.png"
+    mask = page.request.get(server.url + link)
+    assert mask.ok and mask.headers["content-type"] == "image/png"
+    assert mask.body()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    screenshot = artifact_dir(tmp_path) / "serve_page.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot of the web page: {screenshot}")
+    assert screenshot.stat().st_size > 10_000
+
+    # Drag and drop the other hospital's X-ray onto the drop zone.
+    other = xrays[1]
+    page.evaluate(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const files = new DataTransfer();
+            files.items.add(new File([bytes], name, {type: "image/png"}));
+            document.getElementById("drop-zone").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));
+        }""",
+        [base64.b64encode(other.read_bytes()).decode(), other.name],
+    )
+    page.wait_for_function(
+        f"document.getElementById('status').textContent.startsWith('Done: {other.name}')",
+        timeout=60_000,
+    )
+    assert page.inner_text("#file-name") == other.name
+    assert page.inner_text("#area-total") == f"{_post_file(server, other)['lungs']['area_px']:,}"
+    assert console_errors == []
+    page.close()
+
+
+def test_page_shows_api_errors_readably(server, browser, tmp_path):
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an x-ray at all\n")
+    page.set_input_files("#file-input", str(notes))
+    page.wait_for_selector("#error", state="visible", timeout=30_000)
+    assert page.inner_text("#error-title") == "Not an image"
+    assert "notes.png: not a supported image" in page.inner_text("#error-message")
+    assert page.is_hidden("#result")
+
+    big = tmp_path / "big.png"  # over the server's 1 MiB: refused before it is sent
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2 * 2**20))
+    page.set_input_files("#file-input", str(big))
+    page.wait_for_function(
+        "document.getElementById('error-message').textContent.includes('2.0 MiB')"
+    )
+    assert "accepts up to 1.0 MiB" in page.inner_text("#error-message")
+    page.close()
+
+
+def test_declared_oversize_body_is_refused_before_it_is_sent(server):
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        connection.putrequest("POST", "/v1/segment")
+        connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+        connection.putheader("Content-Length", str(10 * 2**30))  # 10 GiB, never sent
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read()) == {"detail": "upload too large: the limit is 1 MiB"}
+    finally:
+        connection.close()
+
+
+def test_results_live_in_tmpdir_and_go_with_the_server(server, xrays, tmp_path_factory):
+    """Runs last in this module: it stops the shared server and checks what it left."""
+    result_id = _post_file(server, xrays[0])["results"]["id"]
+    (folder,) = server.tmpdir.glob("lungseg-serve-*")
+    assert (folder / result_id / "mask.png").is_file()
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(timeout=30) == 0
+    assert list(server.tmpdir.glob("lungseg-serve-*")) == []
+
+
+def _post_file(server: LiveServer, path: Path) -> dict:
+    """POST one file as multipart with the standard library (no client library needed)."""
+    boundary = "lungsegtestboundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body += path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=60)
+    try:
+        connection.request(
+            "POST",
+            "/v1/segment",
+            body=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        response = connection.getresponse()
+        assert response.status == 200
+        return json.loads(response.read())
+    finally:
+        connection.close()
