@@ -28,6 +28,22 @@ class InvalidInputError(LungsegError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class UnsupportedFormatError(InvalidInputError):
+    """Content lungseg cannot read as an image at all, whatever the file's name says.
+
+    Not PNG/JPEG/TIFF/BMP/DICOM content, a DICOM object without pixel data (a report, a
+    structured document), or DICOM pixels in a transfer syntax no installed decoder handles.
+    The web service answers it with 415 (Unsupported Media Type).
+    """
+
+
+class ImageTooLargeError(InvalidInputError):
+    """An image whose header states more pixels than the limit; refused before decoding.
+
+    The web service answers it with 413 (Content Too Large).
+    """
+
+
 class MaskMismatchError(InvalidInputError):
     """A mask whose size differs from its image's; the message names both files and sizes."""
 

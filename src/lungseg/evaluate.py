@@ -4,10 +4,15 @@ The network's logits are resized back to each manual mask's size before threshol
 numbers are comparable with any other method evaluated on the same masks, whatever input size
 the network uses. Decoding runs in DataLoader workers; the metrics come from
 :mod:`lungseg.metrics`.
+
+A file that cannot be read, a mask of another size than its image and a non-binary mask stop the
+evaluation with an :class:`~lungseg.errors.InvalidInputError` naming the file. An empty or full
+mask is scored as it is (the metrics define those cases) and logged as a warning naming it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -18,10 +23,13 @@ from tqdm import tqdm
 
 from lungseg.data.dataset import load_full_mask
 from lungseg.data.discovery import Pair
-from lungseg.data.io import read_image
+from lungseg.data.io import mask_problem, read_image
+from lungseg.errors import InvalidInputError
 from lungseg.inference import Segmenter
 from lungseg.metrics import MetricAccumulator, dice
 from lungseg.postprocess import postprocess_mask
+
+log = logging.getLogger(__name__)
 
 THRESHOLDS = tuple(np.round(np.arange(0.30, 0.71, 0.05), 2))
 
@@ -39,16 +47,25 @@ class _PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
-        image, meta = read_image(pair.image)
+        try:
+            image, meta = read_image(pair.image)
+            truth = load_full_mask(pair)
+        except InvalidInputError as err:
+            # Raised in a worker it would reach the caller as a RuntimeError holding a
+            # traceback; hand over what is wrong and raise it again in the main process.
+            return {"error": (str(err.path), err.reason)}
         return {
             "input": self.prepare(image),
-            "truth": load_full_mask(pair),
+            "truth": truth,
             "pair": pair,
             "spacing": meta.pixel_spacing_mm,
         }
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = [item["error"] for item in items if "error" in item]
+    if errors:
+        return {"error": errors[0]}
     return {
         "input": torch.stack([item["input"] for item in items]),
         **{key: [item[key] for item in items] for key in ("truth", "pair", "spacing")},
@@ -73,6 +90,8 @@ def predict_pairs(
     )
     with tqdm(total=len(pairs), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for batch in loader:
+            if "error" in batch:
+                raise InvalidInputError(*batch["error"])
             logits = segmenter.logits(batch["input"])
             for i, truth in enumerate(batch["truth"]):
                 yield {
@@ -106,6 +125,13 @@ def evaluate(
         segmenter, pairs, batch_size=batch_size, workers=workers, progress=progress
     ):
         pair = item["pair"]
+        problem = mask_problem(item["truth"])
+        if problem is not None:
+            log.warning(
+                "%s: %s; scored as it is (lungseg.metrics defines the scores of empty masks)",
+                ", ".join(str(path) for path in pair.masks),
+                problem[1],
+            )
         mask = item["prob"] > threshold
         metrics.update(
             postprocess_mask(mask) if postprocess else mask,

@@ -5,9 +5,11 @@ every image and mask, so it finds what names cannot tell: unreadable files, mask
 differs from their image's, and masks that are not really binary.
 
 Mask rule: masks are cut at half their maximum when read, so soft grey edges are harmless. A
-mask is reported as a problem (``non_binary_mask``, exit code 1) only when more than 1% of its
-pixels are neither 0 nor its maximum: that is a probability map or a photo, not a mask. Fewer
-grey pixels (anti-aliased edges) are listed as notes and do not change the exit code.
+mask is reported as a problem (exit code 1) when it marks no pixel (``empty_mask``), every pixel
+(``full_mask``), or when more than 1% of its pixels are neither 0 nor its maximum
+(``non_binary_mask``: a probability map or a photo, not a mask); see
+:func:`lungseg.data.io.mask_problem`. Fewer grey pixels (anti-aliased edges) are listed as notes
+and do not change the exit code.
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lungseg.cli import add_parser
-
-NON_BINARY_LIMIT = 0.01
-"""Largest fraction of grey (neither 0 nor max) mask pixels that is still only a note."""
 
 _SHOWN_SIZES = 3
 
@@ -81,7 +80,12 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"\n{title} ({len(items)}):")
             for item in items:
                 print(f"  {item}")
-    print(f"\n{len(problems)} problem(s) found." if problems else "\nNo problems found.")
+    if problems:
+        kinds = Counter(problem.kind for problem in problems)
+        by_kind = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        print(f"\n{len(problems)} problem(s) found. By kind: {by_kind}.")
+    else:
+        print("\nNo problems found.")
     return 1 if problems else 0
 
 
@@ -90,7 +94,7 @@ def _check_pair(pair, stats: _SourceStats, problems: list, notes: list) -> None:
     import numpy as np
 
     from lungseg.data.discovery import Problem
-    from lungseg.data.io import binarize_mask, read_image, read_mask_values
+    from lungseg.data.io import binarize_mask, mask_problem, read_image, read_mask_values
     from lungseg.errors import InvalidInputError, MaskMismatchError
 
     try:
@@ -111,14 +115,15 @@ def _check_pair(pair, stats: _SourceStats, problems: list, notes: list) -> None:
             mismatch = MaskMismatchError(mask_path, values.shape, pair.image, size)
             problems.append(Problem(mask_path, "size_mismatch", mismatch.reason))
             return
-        top = values.max()
-        grey = float(np.mean((values != 0) & (values != top)))
-        if grey > 0:
-            message = f"{grey:.2%} of pixels are neither 0 nor {top:g}"
-            if grey > NON_BINARY_LIMIT:
-                problems.append(Problem(mask_path, "non_binary_mask", f"{message}: not a mask?"))
-            else:
-                notes.append(Problem(mask_path, "grey_edges", f"{message}; cut at {top / 2:g}"))
+        problem = mask_problem(values)
+        if problem is not None:
+            problems.append(Problem(mask_path, *problem))
+        else:
+            top = values.max()
+            grey = float(np.mean((values != 0) & (values != top)))
+            if grey > 0:
+                message = f"{grey:.2%} of pixels are neither 0 nor {top:g}; cut at {top / 2:g}"
+                notes.append(Problem(mask_path, "grey_edges", message))
         union |= binarize_mask(values)
     stats.coverages.append(float(union.mean()))
 

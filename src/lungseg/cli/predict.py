@@ -7,6 +7,9 @@ from pathlib import Path
 
 from lungseg.cli import add_parser
 
+SHOWN_ERRORS = 5
+"""Failed files listed after a run; results.csv's error column lists every one."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_parser(
@@ -74,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.failed} failed; table: {summary.results}"
     )
     if summary.failed:
-        print(f"{summary.failed} file(s) could not be segmented: see the error column")
+        print(f"{summary.failed} file(s) could not be segmented (the error column has them all):")
+        for message in summary.errors[:SHOWN_ERRORS]:
+            print(f"  {message}")
+        if summary.failed > SHOWN_ERRORS:
+            print(f"  ... and {summary.failed - SHOWN_ERRORS} more")
         return 1
     return 0

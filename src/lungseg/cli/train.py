@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             "preset": args.preset,
             "command": "lungseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         }
+        # Both records before any data is read, so --resume works after a stop at any point.
+        atomic_write_text(args.out / "config.json", config.pretty() + "\n")
         atomic_write_text(args.out / RUN_FILE, json.dumps(record, indent=2) + "\n")
     train(config, args.data, args.split, args.out)
     return 0

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lungseg.data.discovery import Pair
-from lungseg.data.io import read_image, read_masks
+from lungseg.data.io import MASK_PROBLEMS, read_image, read_masks
 from lungseg.data.transforms import normalize, resize_image, resize_mask, train_augmentation
 from lungseg.errors import LungsegError
 
@@ -109,7 +109,13 @@ class SegmentationDataset(Dataset):
             return self._cached[index]
         pair = self.pairs[index]
         image, meta = read_image(pair.image)
-        mask = read_masks(pair.masks, image_path=pair.image, image_size=(meta.height, meta.width))
+        # A training target must be a lung mask: empty, full or grey masks are refused by name.
+        mask = read_masks(
+            pair.masks,
+            image_path=pair.image,
+            image_size=(meta.height, meta.width),
+            refuse=MASK_PROBLEMS,
+        )
         resized = _Resized(
             resize_image(image, self.size).astype(np.float16),
             resize_mask(mask, self.size),
@@ -124,10 +130,12 @@ def load_full_mask(pair: Pair) -> np.ndarray:
     """A pair's mask at the image's own resolution, left/right masks merged: bool (H, W).
 
     Evaluation compares predictions with this, not with the resized training mask, so metrics
-    are those of the original image.
+    are those of the original image. An empty or full mask is returned as it is (its scores are
+    defined, see :mod:`lungseg.metrics`); a non-binary one is refused, since thresholding a
+    probability map would invent a ground truth.
 
     Raises:
-        InvalidInputError: a file cannot be read.
+        InvalidInputError: a file cannot be read, or a mask is not binary.
         MaskMismatchError: a mask's size differs from its image's.
     """
-    return read_masks(pair.masks, image_path=pair.image)
+    return read_masks(pair.masks, image_path=pair.image, refuse=("non_binary_mask",))

@@ -26,11 +26,12 @@ becomes a :class:`Problem`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,8 @@ class Problem:
         path: the file (or folder, or split file) concerned.
         kind: a short machine-readable label: ``unpaired_image``, ``unpaired_mask``,
             ``missing_file``, ``duplicate_id``, ``duplicate_mask``, and from ``lungseg data
-            check`` also ``size_mismatch``, ``non_binary_mask``, ``unreadable``, ``missing_id``.
+            check`` also ``size_mismatch``, ``empty_mask``, ``full_mask``, ``non_binary_mask``,
+            ``unreadable``, ``missing_id``.
         message: what is wrong, in words.
     """
 
@@ -110,7 +112,8 @@ def discover(root: str | Path) -> Discovery:
         root: a data folder, a folder of source folders, or a CSV manifest.
 
     Raises:
-        InvalidInputError: ``root`` does not exist, or is a file other than a CSV.
+        InvalidInputError: ``root`` does not exist, is a file other than a CSV, or a folder
+            that has to be listed cannot be (no permission); the message names the folder.
         LungsegError: no known layout was found, or a manifest lacks its columns.
     """
     root = Path(root)
@@ -122,7 +125,10 @@ def discover(root: str | Path) -> Discovery:
             raise InvalidInputError(root, "expected a data folder or a CSV manifest")
         _read_manifest(root, root.parent.name, found)
     elif not _discover_source(root, root.name, found):
-        subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        with _listing(root) as entries:
+            subfolders = sorted(
+                Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")
+            )
         if not [sub for sub in subfolders if _discover_source(sub, sub.name, found)]:
             raise LungsegError(
                 f"{root}: no image/mask pairs found; expected {MANIFEST_NAME}, images/ + masks/, "
@@ -217,7 +223,7 @@ def _list_images(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, sorted; other files are skipped (DICOM may lack a
     suffix, so a suffix-less file is an image when its first bytes say DICOM)."""
     images = []
-    with os.scandir(folder) as entries:
+    with _listing(folder) as entries:
         for entry in entries:
             if entry.name.startswith(".") or not entry.is_file():
                 continue
@@ -228,6 +234,17 @@ def _list_images(folder: Path) -> list[Path]:
             else:
                 log.debug("skipping %s: not an image file name", path)
     return sorted(images)
+
+
+@contextlib.contextmanager
+def _listing(folder: Path) -> Iterator[Iterator[os.DirEntry]]:
+    """``os.scandir(folder)``, with a folder that cannot be listed reported by name."""
+    try:
+        entries = os.scandir(folder)
+    except OSError as err:
+        raise InvalidInputError(folder, f"cannot list the folder ({err.strerror or err})") from None
+    with entries:
+        yield entries
 
 
 def _is_dicom(path: Path) -> bool:

@@ -27,15 +27,23 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from lungseg.errors import InvalidInputError, LungsegError, MaskMismatchError
+from lungseg.errors import (
+    ImageTooLargeError,
+    InvalidInputError,
+    LungsegError,
+    MaskMismatchError,
+    UnsupportedFormatError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,13 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 MIN_SIDE = 16
 """Smallest accepted height or width in pixels."""
+
+NON_BINARY_LIMIT = 0.01
+"""Largest fraction of mask pixels that may be neither 0 nor the mask's maximum: soft,
+anti-aliased edges stay under it; a probability map or a photo saved as a mask does not."""
+
+MASK_PROBLEMS: tuple[str, ...] = ("empty_mask", "full_mask", "non_binary_mask")
+"""What :func:`mask_problem` finds, by kind; callers choose which of them they refuse."""
 
 IMAGE_SUFFIXES: tuple[str, ...] = (
     ".png",
@@ -180,11 +195,32 @@ def binarize_mask(values: np.ndarray) -> np.ndarray:
     return values > values.max() / 2
 
 
+def mask_problem(values: np.ndarray) -> tuple[str, str] | None:
+    """Why stored mask grey levels cannot be a lung mask, as ``(kind, message)``; else None.
+
+    A chest X-ray always shows lungs and never only lungs, so a mask that marks nothing
+    (``empty_mask``) or everything (``full_mask``) is a data error, as is one with more than
+    :data:`NON_BINARY_LIMIT` of its pixels neither 0 nor its maximum (``non_binary_mask``).
+    ``lungseg data check`` reports all three; training refuses them; evaluation refuses only
+    non-binary masks (empty and full ones have defined scores, see :mod:`lungseg.metrics`).
+    """
+    top = float(values.max())
+    if top <= 0:
+        return "empty_mask", "mask is empty: no pixel is marked as lung"
+    grey = float(np.mean((values != 0) & (values != top)))
+    if grey > NON_BINARY_LIMIT:
+        return "non_binary_mask", f"{grey:.2%} of pixels are neither 0 nor {top:g}: not a mask?"
+    if binarize_mask(values).all():
+        return "full_mask", "mask marks every pixel as lung (an all-white image?)"
+    return None
+
+
 def read_mask(
     path: str | Path,
     *,
     image_path: str | Path | None = None,
     image_size: tuple[int, int] | None = None,
+    refuse: Collection[str] = (),
 ) -> np.ndarray:
     """Read a lung mask as bool (H, W), optionally checking it has its image's size.
 
@@ -193,9 +229,10 @@ def read_mask(
         image_path: the mask's image; its size is read from its header (no decoding) unless
             ``image_size`` is given. Named in the error message either way.
         image_size: the image's (height, width), when the caller already knows it.
+        refuse: kinds of :func:`mask_problem` (of :data:`MASK_PROBLEMS`) that raise.
 
     Raises:
-        InvalidInputError: the mask file cannot be read.
+        InvalidInputError: the mask file cannot be read, or has a problem ``refuse`` names.
         MaskMismatchError: the mask's size differs from the image's; names both files and sizes.
     """
     values = read_mask_values(path)
@@ -204,6 +241,7 @@ def read_mask(
         raise MaskMismatchError(
             path, values.shape, image_path if image_path is not None else "(given size)", expected
         )
+    _refuse_problems(path, values, refuse)
     return binarize_mask(values)
 
 
@@ -212,14 +250,16 @@ def read_masks(
     *,
     image_path: str | Path | None = None,
     image_size: tuple[int, int] | None = None,
+    refuse: Collection[str] = (),
 ) -> np.ndarray:
     """Read several masks of one image and return their union (e.g. Montgomery left + right).
 
-    Every mask must have the image's size (when given) and the first mask's size otherwise.
+    Every mask must have the image's size (when given) and the first mask's size otherwise;
+    ``refuse`` applies to each file, as in :func:`read_mask`.
 
     Raises:
         LungsegError: ``paths`` is empty.
-        InvalidInputError: a mask file cannot be read.
+        InvalidInputError: a mask file cannot be read, or has a problem ``refuse`` names.
         MaskMismatchError: a mask's size differs from the image's or the first mask's.
     """
     if not paths:
@@ -228,11 +268,13 @@ def read_masks(
     reference = image_path if image_path is not None else "(given size)"
     union: np.ndarray | None = None
     for path in paths:
-        mask = read_mask(path)
+        values = read_mask_values(path)
         if expected is None:
-            expected, reference = mask.shape, path
-        if mask.shape != expected:
-            raise MaskMismatchError(path, mask.shape, reference, expected)
+            expected, reference = values.shape, path
+        if values.shape != expected:
+            raise MaskMismatchError(path, values.shape, reference, expected)
+        _refuse_problems(path, values, refuse)
+        mask = binarize_mask(values)
         union = mask if union is None else union | mask
     return union
 
@@ -241,6 +283,13 @@ def looks_like_dicom(head: bytes) -> bool:
     """Whether a file's first 132 bytes say DICOM: the ``DICM`` tag after the 128-byte preamble,
     or (for old preamble-less files) a first element in group 0002 or 0008, little endian."""
     return head[128:132] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00")
+
+
+def _refuse_problems(path: str | Path, values: np.ndarray, refuse: Collection[str]) -> None:
+    """Raise for a :func:`mask_problem` of one of the kinds in ``refuse``."""
+    problem = mask_problem(values) if refuse else None
+    if problem is not None and problem[0] in refuse:
+        raise InvalidInputError(path, problem[1])
 
 
 def _expected_size(
@@ -288,7 +337,7 @@ def _decode(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool = True
     stream.seek(0)
     source_format = _sniff(head)
     if source_format is None:
-        raise InvalidInputError(
+        raise UnsupportedFormatError(
             name, "not a supported image (expected PNG, JPEG, TIFF, BMP or DICOM content)"
         )
     if source_format == "dicom":
@@ -309,7 +358,7 @@ def _check_size(name: str, height: int, width: int, max_pixels: int) -> None:
             f"image is {width}x{height} pixels (WxH); at least {MIN_SIDE} pixels a side needed",
         )
     if height * width > max_pixels:
-        raise InvalidInputError(
+        raise ImageTooLargeError(
             name,
             f"image is {width}x{height} = {height * width:,} pixels, over the limit of "
             f"{max_pixels:,} (a decompression-bomb guard; raise max_pixels if the file is genuine)",
@@ -326,9 +375,14 @@ def _to_unit_range(grey: _Grey) -> np.ndarray:
     return ((values - low) / (high - low)).astype(np.float32)
 
 
+_STREAM_REPR = re.compile(r"\s*<_io\.\w+[^>]*>")  # Pillow: "... <_io.BytesIO object at 0x..>"
+
+
 def _why(err: Exception) -> str:
-    """A third-party exception as one line (some decoders report several lines)."""
-    return " ".join(str(err).split()) or type(err).__name__
+    """A third-party exception as one line (some decoders report several lines), without the
+    repr of the stream it read: an address or a temporary path says nothing to the user, and
+    would make the same bytes fail differently as a file and as an upload."""
+    return " ".join(_STREAM_REPR.sub("", str(err)).split()) or type(err).__name__
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
@@ -365,7 +419,7 @@ def _decode_pillow(
         try:
             image = Image.open(stream, formats=[source_format.upper()])
         except Image.DecompressionBombError as err:
-            raise InvalidInputError(
+            raise ImageTooLargeError(
                 name, f"image is too large to decode safely ({_why(err)})"
             ) from None
         except Exception as err:  # Pillow signals a bad header with many exception types
@@ -432,13 +486,16 @@ def _decode_tifffile(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bo
         if not tif.pages:
             raise InvalidInputError(name, "TIFF file holds no image")
         page = tif.pages.first
-        height, width = int(page.imagelength), int(page.imagewidth)
+        try:  # a tag of the wrong type or count reads as a tuple or bytes
+            height, width = int(page.imagelength), int(page.imagewidth)
+            photometric, bit_depth = int(page.photometric), int(page.bitspersample)
+            separate_planes = int(page.planarconfig) == 2
+        except (TypeError, ValueError) as err:
+            raise _NotForTifffile(f"invalid header field ({_why(err)})") from None
         _check_size(name, height, width, max_pixels)
-        photometric = int(page.photometric)
-        if photometric not in (0, 1, 2):  # MINISWHITE, MINISBLACK, RGB
-            raise _NotForTifffile(f"photometric {page.photometric.name}")
+        if photometric not in (0, 1, 2) or bit_depth < 1:  # MINISWHITE, MINISBLACK, RGB
+            raise _NotForTifffile(f"photometric {photometric}, {bit_depth} bits per sample")
         spacing = _tiff_spacing(page)
-        bit_depth = int(page.bitspersample)
         meta = ImageMeta(name, height, width, bit_depth, spacing, "tiff")
         if not pixels:
             return _Grey(meta)
@@ -447,12 +504,14 @@ def _decode_tifffile(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bo
         except Exception as err:  # most often a compression that needs imagecodecs
             raise _NotForTifffile(str(err)) from None
     kind = array.dtype.kind
-    if array.ndim == 3 and int(page.planarconfig) == 2:  # SEPARATE: (S, H, W)
+    if array.ndim == 3 and separate_planes:  # (S, H, W)
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 3:  # colour or grey + alpha
         values = _luminance(array) if array.shape[-1] >= 3 else array[..., 0].astype(np.float32)
     else:
         values = array.astype(np.float32)
+    if values.shape != (height, width):  # e.g. 65535 bits per sample decode to an empty array
+        raise _NotForTifffile(f"decoded {values.shape[::-1]} pixels for a {width}x{height} header")
     if kind == "f":
         full_scale = _float_full_scale(values, name)
     elif kind in "ub":
@@ -471,11 +530,12 @@ def _tiff_spacing(page) -> tuple[float, float] | None:
     x_res, y_res = tags.get("XResolution"), tags.get("YResolution")
     if unit is None or x_res is None or y_res is None:
         return None
-    per_inch = {2: 1.0, 3: 2.54}.get(int(unit.value))  # INCH, CENTIMETER; NONE is no unit
-    if per_inch is None:
+    try:
+        per_inch = {2: 1.0, 3: 2.54}.get(int(unit.value))  # INCH, CENTIMETER; NONE is no unit
+        (xn, xd), (yn, yd) = x_res.value, y_res.value
+    except (TypeError, ValueError):  # a tag of the wrong type or count: no usable resolution
         return None
-    (xn, xd), (yn, yd) = x_res.value, y_res.value
-    if not xd or not yd:
+    if per_inch is None or not xd or not yd:
         return None
     return _spacing_from_dpi(xn / xd * per_inch, yn / yd * per_inch)
 
@@ -485,9 +545,15 @@ def _tiff_spacing(page) -> tuple[float, float] | None:
 
 def _decode_dicom(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool) -> _Grey:
     import pydicom
+    from pydicom.uid import UID
 
     head = stream.read(132)
     stream.seek(0)
+    if not isinstance(stream, io.BytesIO):
+        # pydicom reads an element's stated length in one call, and a file object allocates
+        # that much first: a corrupt length would cost up to 4 GiB. From memory, a read
+        # cannot exceed the file.
+        stream = io.BytesIO(stream.read())
     try:
         ds = pydicom.dcmread(stream, force=head[128:132] != b"DICM")
     except Exception as err:  # InvalidDicomError, EOFError, struct errors on truncation
@@ -495,15 +561,14 @@ def _decode_dicom(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool)
     if "TransferSyntaxUID" not in ds.file_meta:  # old files without a meta header
         _assume_uncompressed(ds)
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        kind = ds.get("SOPClassUID", "unknown SOP class")
-        name_of = getattr(kind, "name", kind)
-        raise InvalidInputError(name, f"DICOM file has no pixel data ({name_of})")
-    try:
-        height, width = int(ds.Rows), int(ds.Columns)
-    except (AttributeError, TypeError, ValueError):
-        raise InvalidInputError(name, "DICOM file lacks valid Rows/Columns") from None
+        kind = _dicom_get(ds, "SOPClassUID")
+        name_of = kind.name if isinstance(kind, UID) and kind.is_valid else "unknown SOP class"
+        raise UnsupportedFormatError(name, f"DICOM file has no pixel data ({name_of})")
+    height, width = _dicom_int(ds, "Rows"), _dicom_int(ds, "Columns")
+    if height is None or width is None:
+        raise InvalidInputError(name, "DICOM file lacks valid Rows/Columns")
     _check_size(name, height, width, max_pixels)
-    bit_depth = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    bit_depth = _dicom_int(ds, "BitsStored") or _dicom_int(ds, "BitsAllocated") or 16
     meta = ImageMeta(name, height, width, bit_depth, _dicom_spacing(ds), "dicom")
     if not pixels:
         return _Grey(meta)
@@ -517,11 +582,13 @@ def _dicom_grey(ds, name: str) -> np.ndarray:
         array = pixel_array(ds, index=0)
     except Exception as err:  # no decoder for the transfer syntax, corrupt fragments...
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        described = f"{syntax.name} ({syntax})" if syntax is not None else "unknown"
-        raise InvalidInputError(
+        described = f"{syntax.name} ({syntax})" if syntax else "unknown"  # None or empty
+        # No decoder at all for the syntax: a format we do not read. Else the data is corrupt.
+        error = UnsupportedFormatError if not _has_decoder(syntax) else InvalidInputError
+        raise error(
             name, f"cannot decode DICOM pixel data, transfer syntax {described}: {_why(err)}"
         ) from None
-    if int(ds.get("SamplesPerPixel", 1)) > 1:  # colour; pydicom already converted YBR to RGB
+    if (_dicom_int(ds, "SamplesPerPixel") or 1) > 1:  # colour; pydicom already converted YBR to RGB
         return _luminance(array)
     try:
         values = apply_modality_lut(array, ds)
@@ -530,9 +597,39 @@ def _dicom_grey(ds, name: str) -> np.ndarray:
     except Exception as err:  # malformed LUT or window attributes
         raise InvalidInputError(name, f"invalid DICOM LUT or window ({_why(err)})") from None
     values = np.asarray(values, dtype=np.float32)
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # high values are dark
+    if _dicom_get(ds, "PhotometricInterpretation") == "MONOCHROME1":  # high values are dark
         values = values.max() + values.min() - values
     return values
+
+
+def _dicom_get(ds, keyword: str):
+    """An attribute's value, or None when absent or unreadable: pydicom converts a value only
+    when it is read, so a malformed element (an unknown VR, a bad number) raises only then."""
+    try:
+        return ds.get(keyword)
+    except Exception:
+        return None
+
+
+def _dicom_int(ds, keyword: str) -> int | None:
+    """An integer attribute, or None when absent, unreadable or not one number."""
+    try:
+        return int(_dicom_get(ds, keyword))
+    except (TypeError, ValueError):  # None, a list (wrong VM), text
+        return None
+
+
+def _has_decoder(syntax) -> bool:
+    """Whether pydicom has a usable decoder for a transfer syntax (unknown counts as yes: a
+    file that does not say its syntax is judged corrupt, not unsupported)."""
+    from pydicom.pixels import get_decoder
+
+    if not syntax:  # None or empty
+        return True
+    try:
+        return get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):  # no decoder implemented for this UID
+        return False
 
 
 def _assume_uncompressed(ds) -> None:
@@ -550,13 +647,13 @@ def _assume_uncompressed(ds) -> None:
 
 def _dicom_spacing(ds) -> tuple[float, float] | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
+        value = _dicom_get(ds, keyword)
         if value is None:
             continue
         try:
             row, col = (float(v) for v in value)
         except (TypeError, ValueError):
             continue
-        if row > 0 and col > 0:
+        if 0 < row < math.inf and 0 < col < math.inf:  # NaN fails both
             return (row, col)
     return None

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lungseg.atomic import atomic_write_bytes, atomic_write_text
+from lungseg.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from lungseg.png import encode_png
 from lungseg.predict.inputs import InputImage
 
@@ -64,6 +64,19 @@ def journal_path(out_dir: Path, image: InputImage) -> Path:
     return out_dir / JOURNAL / f"{image.name}.json"
 
 
+def remove_interrupted_writes(out_dir: Path, images: Sequence[InputImage]) -> list[Path]:
+    """Delete the temporary files a killed run left where ``images``' outputs and rows go.
+
+    Files under their final names are always complete (atomic writes); the temporaries are the
+    only trace a kill mid-write leaves, and without this they would pile up, one per kill.
+    """
+    folders = {out_dir, out_dir / JOURNAL}
+    for image in images:
+        folders.add((out_dir / image.name).parent)
+        folders.add(journal_path(out_dir, image).parent)
+    return [path for folder in sorted(folders) for path in remove_stale_temporaries(folder)]
+
+
 def finished_row(out_dir: Path, image: InputImage) -> dict[str, Any] | None:
     """The journal row of an image a previous run finished successfully, else ``None``."""
     path = journal_path(out_dir, image)
@@ -75,10 +88,14 @@ def finished_row(out_dir: Path, image: InputImage) -> dict[str, Any] | None:
 
 
 def record_row(out_dir: Path, image: InputImage, row: dict[str, Any]) -> None:
-    """Write one image's row to the journal: the last step of finishing (or failing) it."""
+    """Write one image's row to the journal: the last step of finishing (or failing) it.
+
+    A failed image's row is not fsync'ed: a rerun retries it whether or not the row survived a
+    power cut, and a folder of thousands of broken files should not wait on thousands of syncs.
+    """
     path = journal_path(out_dir, image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(row, sort_keys=True))
+    atomic_write_text(path, json.dumps(row, sort_keys=True), durable=row["status"] == "ok")
 
 
 def collect_rows(out_dir: Path, images: Sequence[InputImage]) -> list[dict[str, Any]]:

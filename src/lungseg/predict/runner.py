@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from lungseg.predict.outputs import (
     finished_row,
     output_path,
     record_row,
+    remove_interrupted_writes,
     write_png,
     write_results,
 )
@@ -56,7 +57,8 @@ class PredictOptions:
 
 @dataclass
 class PredictSummary:
-    """What a run did: this process's share; on rank 0, ``failed`` counts the merged table."""
+    """What a run did: this process's share; on rank 0, ``failed`` counts the merged table and
+    ``errors`` holds its failed rows' messages (``"FILE: reason"``), in table order."""
 
     images: int
     segmented: int
@@ -64,6 +66,7 @@ class PredictSummary:
     failed: int
     seconds: float
     results: Path | None
+    errors: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -115,6 +118,10 @@ def _predict(
     options: PredictOptions,
     dist: DistInfo,
 ) -> PredictSummary:
+    if dist.is_main:  # before any rank writes: only a killed run's temporaries can be there
+        for stale in remove_interrupted_writes(out_dir, images):
+            log.info("removed %s, left by a run killed while writing it", stale)
+    barrier(dist)
     mine = images[dist.rank :: dist.world_size]
     todo = [im for im in mine if options.overwrite or finished_row(out_dir, im) is None]
     skipped = len(mine) - len(todo)
@@ -156,6 +163,7 @@ def _predict(
     seconds = time.perf_counter() - started
     barrier(dist)
     results = None
+    errors: list[str] = []
     if dist.is_main:
         rows = collect_rows(out_dir, images)
         summary = {
@@ -169,7 +177,8 @@ def _predict(
         }
         results = write_results(out_dir, rows, summary, options.as_json)
         failed = summary["failed"]
-    return PredictSummary(len(mine), segmented, skipped, failed, seconds, results)
+        errors = [row["error"] for row in rows if row["status"] != "ok"]
+    return PredictSummary(len(mine), segmented, skipped, failed, seconds, results, errors)
 
 
 def _fail(out_dir: Path, image: InputImage, message: str, options: PredictOptions) -> None:
