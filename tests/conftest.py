@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -36,3 +37,20 @@ def test_split_pairs(data_root: Path, split_file: Path) -> list:
     from lungseg.data.discovery import discover, load_split, select
 
     return select(discover(data_root).pairs, load_split(split_file), "test")
+
+
+@pytest.fixture(scope="session")
+def small_split(
+    data_root: Path, split_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A few dozen real pairs of the paper split (both sources), for seconds-long training runs."""
+    ids = json.loads(split_file.read_text())
+
+    def pick(subset: str, n: int) -> list[str]:
+        montgomery = [i for i in ids[subset] if i.startswith("montgomery")]
+        shenzhen = [i for i in ids[subset] if i.startswith("shenzhen")]
+        return montgomery[: n // 4] + shenzhen[: n - n // 4]
+
+    path = tmp_path_factory.mktemp("split") / "small.json"
+    path.write_text(json.dumps({"train": pick("train", 24), "val": pick("val", 8), "test": []}))
+    return path

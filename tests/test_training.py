@@ -21,23 +21,6 @@ from lungseg.weights import load_weights
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def small_split(
-    data_root: Path, split_file: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """A few dozen real pairs from the paper split (both sources), for seconds-long runs."""
-    ids = json.loads(split_file.read_text())
-
-    def pick(subset: str, n: int) -> list[str]:
-        montgomery = [i for i in ids[subset] if i.startswith("montgomery")]
-        shenzhen = [i for i in ids[subset] if i.startswith("shenzhen")]
-        return montgomery[: n // 4] + shenzhen[: n - n // 4]
-
-    path = tmp_path_factory.mktemp("split") / "small.json"
-    path.write_text(json.dumps({"train": pick("train", 24), "val": pick("val", 8), "test": []}))
-    return path
-
-
 def smoke_config(**overrides: object):
     config = get_preset("smoke")
     return apply_overrides(config, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])

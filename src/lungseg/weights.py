@@ -19,7 +19,7 @@ from torch import nn
 
 from lungseg import __version__
 from lungseg.atomic import atomic_write_bytes
-from lungseg.errors import InvalidInputError
+from lungseg.errors import InvalidInputError, LungsegError
 
 SHIPPED_WEIGHTS = "lungseg_cxr.safetensors"
 PREPROCESSING = "resize(area)+per_image_zscore"
@@ -77,7 +77,16 @@ def save_weights(
 def load_weights(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, WeightsInfo]:
-    """Rebuild the model a weights file describes, in eval mode, in fp32."""
+    """Rebuild the model a weights file describes, in eval mode, in fp32.
+
+    The file is untrusted input: nothing in it is unpickled, its metadata is validated, and the
+    architecture it names is first built on the ``meta`` device and compared, name by name and
+    shape by shape, with the stored tensors, so forged metadata cannot make it allocate memory.
+
+    Raises:
+        InvalidInputError: a missing, truncated or non-safetensors file (a pickled ``.pt`` gets
+            a hint), unusable metadata, or tensors that do not fit the architecture.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
@@ -91,17 +100,68 @@ def load_weights(
             meta = handle.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise InvalidInputError(path, f"not a readable safetensors weights file ({err})") from err
+        reason = f"not a readable safetensors weights file ({err}){_pickle_hint(path)}"
+        raise InvalidInputError(path, reason) from err
     if "model_config" not in meta:
         raise InvalidInputError(path, "safetensors file has no lungseg metadata (model_config)")
-    info = WeightsInfo.from_metadata(meta)
-    model = build_from_config(info.model_config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
+        info = WeightsInfo.from_metadata(meta)
+        size_ok = len(info.image_size) == 2 and all(
+            isinstance(v, int) and v > 0 for v in info.image_size
+        )
+        if not size_ok or not 0.0 <= info.threshold <= 1.0:
+            raise ValueError(f"image_size {info.image_size}, threshold {info.threshold}")
+        # Shapes only, no memory: forged metadata may describe a network of terabytes.
+        with torch.device("meta"):
+            model = build_from_config(info.model_config)
+    except (LungsegError, ValueError, TypeError, KeyError) as err:
+        raise InvalidInputError(path, f"unusable lungseg metadata ({err})") from err
+    _check_fits(path, model, state)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state)
+    if any(name not in state for name, _ in model.named_buffers()):
+        # A non-persistent buffer, left unset by to_empty: build the checked model for real.
+        model = build_from_config(info.model_config)
         model.load_state_dict(state)
-    except RuntimeError as err:
-        raise InvalidInputError(path, f"weights do not fit {info.model_config}: {err}") from err
     return model.to(device).eval(), info
+
+
+def _pickle_hint(path: Path) -> str:
+    """What to do when the file is a PyTorch pickle (``torch.save``: a zip or a bare pickle)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(2)
+    except OSError:
+        return ""
+    if head == b"PK" or head[:1] == b"\x80":
+        return (
+            "; it looks like a pickled PyTorch file, which lungseg never loads (unpickling can "
+            "run code): use the model.safetensors of a lungseg run"
+        )
+    return ""
+
+
+def _check_fits(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Refuse tensors whose names or shapes differ from the architecture the metadata names."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if found == expected:
+        return
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    example = (
+        f"{reshaped[0]!r} is {found[reshaped[0]]} in the file, {expected[reshaped[0]]} in the model"
+        if reshaped
+        else f"e.g. {(missing + unexpected)[0]!r}"
+    )
+    raise InvalidInputError(
+        path,
+        f"weights do not fit the {getattr(model, 'config', {}).get('name')} architecture in its "
+        f"metadata: {len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of "
+        f"another shape ({example})",
+    )
 
 
 def shipped_weights_path() -> Path:

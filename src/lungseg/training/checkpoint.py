@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import pickle
 import random
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +35,34 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InvalidInputError(path, "checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the protocol of any foreign pickle
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise InvalidInputError(
-            path, f"refused: the checkpoint holds objects other than tensors ({err})"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise InvalidInputError(path, f"not a readable checkpoint ({err})") from err
+        raise InvalidInputError(path, _refusal(str(err))) from err
+    except Exception as err:  # garbage makes torch's parsers raise anything (KeyError, ...)
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise InvalidInputError(path, f"not a readable checkpoint ({reason})") from err
+    if not isinstance(state, dict):
+        raise InvalidInputError(path, f"not a lungseg checkpoint (holds a {type(state).__name__})")
+    return state
+
+
+def _refusal(message: str) -> str:
+    """One line saying what torch's weights-only unpickler refused.
+
+    Its own message spans many lines and suggests ``weights_only=False``, exactly what must not
+    be done with a file that tries to import ``os.system``.
+    """
+    name = re.search(r"GLOBAL (\S+)", message)
+    if name:
+        return (
+            f"refused: it holds a pickled {name.group(1)}, which is not a tensor and could run "
+            "code on load; nothing was executed"
+        )
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+    reason = detail.group(1).strip() if detail else "not plain tensors"
+    return f"refused: not a checkpoint of plain tensors ({reason}); nothing was executed"
 
 
 def rng_state() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from lungseg import __version__
-from lungseg.atomic import atomic_write_text
+from lungseg.atomic import atomic_write_text, remove_stale_temporaries
 from lungseg.config import TrainConfig
 from lungseg.data.dataset import SegmentationDataset
 from lungseg.data.discovery import Pair, discover, load_split, select
@@ -35,7 +35,7 @@ from lungseg.distributed import (
     cleanup,
     init_distributed,
 )
-from lungseg.errors import LungsegError
+from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.losses import build_loss
 from lungseg.models import create_model
 from lungseg.runtime import Runtime, resolve_runtime, seed_everything
@@ -221,7 +221,18 @@ class Trainer:
         set_rng_state(state["rng"])
 
     def resume(self) -> None:
-        self.load_state_dict(load_checkpoint(self.out / LAST))
+        if not (self.out / LAST).exists():  # killed before its first checkpoint: nothing lost
+            if self.dist.is_main:
+                log.info("%s has no checkpoint yet: starting from the first epoch", self.out)
+            return
+        state = load_checkpoint(self.out / LAST)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+            raise InvalidInputError(
+                self.out / LAST, f"not a checkpoint of this run ({reason})"
+            ) from err
         if self.dist.is_main:
             log.info(
                 "resumed %s at epoch %d (best val Dice %.4f)", self.out, self.epoch, self.best_dice
@@ -238,6 +249,8 @@ class Trainer:
         cfg = self.config
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            for stale in remove_stale_temporaries(self.out):
+                log.info("removed %s, left by a run killed while writing it", stale)
             atomic_write_text(self.out / "config.json", cfg.pretty() + "\n")
             tb = TensorBoardLog(self.out / "tensorboard")
         stop = self._budget_spent() or self.epoch >= cfg.epochs
