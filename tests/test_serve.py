@@ -401,7 +401,10 @@ def test_health_model_card_docs_and_page(client):
     card = client.get("/v1/model").json()
     assert card == json.loads(shipped_weights_path().with_suffix(".json").read_text())
 
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower() and "https://" not in docs.text  # works offline
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/v1/segment", "/v1/model", "/healthz"} <= set(spec["paths"])
 

@@ -1,8 +1,9 @@
 """`lungseg serve` as a user meets it: the real CLI on a real port, driven by headless Chromium.
 
-The server runs as a subprocess (``python -m lungseg serve``) with its own TMPDIR, so the test
-also sees that shutdown leaves nothing behind. The browser is Debian's ``chromium`` (``.ci/run``
-installs it), driven by Playwright through ``executable_path``: no browser download.
+The server runs as a subprocess (``python -m lungseg serve``, see ``live_server.py``) with its
+own TMPDIR, so the test also sees that shutdown leaves nothing behind. The browser is Debian's
+``chromium`` (``.ci/run`` installs it), driven by Playwright through ``executable_path``: no
+browser download.
 
 The page's screenshot is saved under ``$LUNGSEG_TEST_ARTIFACTS`` when set (``.ci/run`` sets it
 to ``artifacts/``), else in the test's temporary folder; the path is printed.
@@ -16,15 +17,11 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from live_server import LiveServer, live_server
 
 from lungseg.data.discovery import discover, load_split, select
 
@@ -38,31 +35,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-@dataclass
-class LiveServer:
-    url: str
-    host: str
-    port: int
-    tmpdir: Path
-    process: subprocess.Popen
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get_json(server: LiveServer, path: str) -> tuple[int, dict]:
-    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,33 +52,8 @@ def xrays(data_root: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``lungseg serve`` on a free loopback port, stopped with SIGINT like Ctrl+C."""
-    tmpdir = tmp_path_factory.mktemp("server-tmp")
-    port = free_port()
-    env = {**os.environ, "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "lungseg", "serve", "--max-upload-mb", "1"]
-    command += ["--port", str(port)]
-    log_path = tmpdir.parent / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        live = LiveServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, tmpdir, process)
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"server exited: {log_path.read_text()}"
-            assert time.monotonic() < deadline, f"server not up in 120 s: {log_path.read_text()}"
-            try:
-                if get_json(live, "/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        try:
-            yield live
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                raise
+    with live_server(tmp_path_factory.mktemp("server-tmp"), "--max-upload-mb", "1") as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
@@ -217,20 +164,6 @@ def test_page_shows_api_errors_readably(server, browser, tmp_path):
     )
     assert "accepts up to 1.0 MiB" in page.inner_text("#error-message")
     page.close()
-
-
-def test_declared_oversize_body_is_refused_before_it_is_sent(server):
-    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
-    try:
-        connection.putrequest("POST", "/v1/segment")
-        connection.putheader("Content-Type", "multipart/form-data; boundary=x")
-        connection.putheader("Content-Length", str(10 * 2**30))  # 10 GiB, never sent
-        connection.endheaders()
-        response = connection.getresponse()
-        assert response.status == 413
-        assert json.loads(response.read()) == {"detail": "upload too large: the limit is 1 MiB"}
-    finally:
-        connection.close()
 
 
 def test_results_live_in_tmpdir_and_go_with_the_server(server, xrays, tmp_path_factory):

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from lungseg.cli import add_parser
 from lungseg.errors import LungsegError
-from lungseg.serve.settings import ServeSettings
+from lungseg.serve.settings import (
+    GRACEFUL_SHUTDOWN_S,
+    KEEP_ALIVE_S,
+    MAX_HEADER_BYTES,
+    ServeSettings,
+    describe_bytes,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,14 +56,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.result_ttl_s,
         help="seconds the result PNGs stay downloadable",
     )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=defaults.read_timeout_s,
+        help="seconds a client has to send a request's headers, and again its body "
+        "(408 for a slower body; a connection with slower headers is closed)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="connections served at once; a request on one more gets 503",
+    )
+    parser.epilog = (
+        f"Also fixed: an idle kept-alive connection closes after {KEEP_ALIVE_S} s, request "
+        f"headers still unfinished after {describe_bytes(MAX_HEADER_BYTES)} get 400, and "
+        f"Ctrl+C waits at most {GRACEFUL_SHUTDOWN_S} s for requests in flight."
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
         from lungseg.serve import create_app
+        from lungseg.serve.server import run_server
     except ImportError as err:
         raise LungsegError(
             f"lungseg serve needs the serve extra ({err.name} is missing): "
@@ -71,9 +94,13 @@ def run(args: argparse.Namespace) -> int:
             max_concurrency=args.workers,
             max_queue=args.queue,
             result_ttl_s=args.result_ttl,
+            read_timeout_s=args.read_timeout,
+        )
+        settings = ServeSettings(
+            read_timeout_s=args.read_timeout, max_connections=args.max_connections
         )
     except ValueError as err:
         raise LungsegError(str(err)) from None
     print(f"lungseg serve: http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C stops")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    run_server(app, args.host, args.port, settings)
     return 0

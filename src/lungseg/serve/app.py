@@ -6,9 +6,12 @@ burst of requests queues and, beyond the queue, gets 503 with ``Retry-After`` in
 exhausting memory. Result PNGs live in one temporary folder that the shutdown removes.
 
 Every error is JSON ``{"detail": message}``: 413 for an upload or an image over the limits, 415
-for content that is not an image (judged by content, not by name), 422 for a missing file or an
-image that cannot be decoded, 503 when busy, and 500, logged on the server and without a stack
-trace in the answer, for anything unexpected.
+for content that is not an image (judged by content, not by name: also a DICOM without pixel data
+or in a transfer syntax no installed decoder reads), 422 for a missing file, more than one, or an
+image that cannot be decoded (empty, truncated, corrupt, too small), 408 for a body that does not
+arrive within the read timeout, 400 for malformed multipart, 503 when busy, and 500, logged on the
+server and without a stack trace in the answer, for anything unexpected. The reader's error
+types (:mod:`lungseg.errors`) choose between 413, 415 and 422, never its wording.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from lungseg import __version__
-from lungseg.errors import InvalidInputError
+from lungseg.errors import ImageTooLargeError, InvalidInputError, UnsupportedFormatError
 from lungseg.inference import Segmenter
 from lungseg.overlay import LEFT_COLOR, RIGHT_COLOR
 from lungseg.serve.body_limit import BodyLimitMiddleware
@@ -131,6 +134,7 @@ def create_app(
     max_queue: int = ServeSettings.max_queue,
     result_ttl_s: float = ServeSettings.result_ttl_s,
     max_results: int = ServeSettings.max_results,
+    read_timeout_s: float = ServeSettings.read_timeout_s,
     temp_dir: str | Path | None = None,
 ) -> FastAPI:
     """Build the lungseg web service.
@@ -138,12 +142,19 @@ def create_app(
     Args:
         weights: a lungseg safetensors file; None serves the model shipped in the package. Its
             model card is the JSON file of the same name beside it, when there is one.
-        max_upload_bytes, max_pixels, max_concurrency, max_queue, result_ttl_s, max_results:
-            the limits, as :class:`~lungseg.serve.settings.ServeSettings` describes them.
+        max_upload_bytes, max_pixels, max_concurrency, max_queue, result_ttl_s, max_results,
+        read_timeout_s: the limits, as :class:`~lungseg.serve.settings.ServeSettings` describes
+            them (here ``read_timeout_s`` bounds the body; the server bounds the headers).
         temp_dir: where to create the temporary results folder (default: the system's).
     """
     settings = ServeSettings(
-        max_upload_bytes, max_pixels, max_concurrency, max_queue, result_ttl_s, max_results
+        max_upload_bytes,
+        max_pixels,
+        max_concurrency,
+        max_queue,
+        result_ttl_s,
+        max_results,
+        read_timeout_s=read_timeout_s,
     )
     weights_path = Path(weights) if weights is not None else shipped_weights_path()
     if not weights_path.is_file():  # fail here, with one line, not in the server's startup
@@ -174,16 +185,40 @@ def create_app(
         version=__version__,
         description="Lung segmentation of chest X-rays (research software, not a medical device).",
         lifespan=lifespan,
+        docs_url=None,  # served by _add_docs from local files: FastAPI's default pulls a CDN
+        redoc_url=None,
     )
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=max_upload_bytes + MULTIPART_ALLOWANCE,
         describe_limit=describe_bytes(max_upload_bytes),
+        body_timeout_s=read_timeout_s,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     _add_routes(app, settings)
+    _add_docs(app)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from the swagger-ui-bundle package, so the docs work offline
+    (a hospital network often has no internet), as FastAPI's guide to self-hosting them shows."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="lungseg API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def model_card(weights_path: Path, info: WeightsInfo) -> dict[str, Any]:
@@ -253,8 +288,9 @@ def _add_routes(app: FastAPI, settings: ServeSettings) -> None:
         responses={
             200: {"content": {"image/png": {}}, "description": "JSON, or the mask with format=png"},
             413: {"description": "upload or image over the limits"},
-            415: {"description": "not an image (judged by content)"},
-            422: {"description": "no file, or an image that cannot be decoded"},
+            415: {"description": "not an image (judged by content), or undecodable DICOM"},
+            408: {"description": "the upload did not arrive within the read timeout"},
+            422: {"description": "no file, more than one, or an image that cannot be decoded"},
             503: {"description": "busy: retry after the Retry-After header's seconds"},
         },
     )
@@ -274,6 +310,10 @@ def _add_routes(app: FastAPI, settings: ServeSettings) -> None:
         ] = True,
     ) -> Any:
         service = _service(request)
+        form = await request.form()  # already parsed for `file`: this returns it again
+        files = [value for _, value in form.multi_items() if not isinstance(value, str)]
+        if len(files) > 1:
+            raise HTTPException(422, "more than one file uploaded: send one X-ray per request")
         if file.size is not None and file.size > settings.max_upload_bytes:
             raise HTTPException(
                 413, f"upload too large: the limit is {describe_bytes(settings.max_upload_bytes)}"
@@ -376,15 +416,10 @@ def _service(request: Request) -> _Service:
 
 
 def _input_error_status(error: InvalidInputError) -> int:
-    """The HTTP status for an upload the reader refused.
-
-    The reader says why in words (``lungseg.data.io``); its wording is pinned by the serve
-    tests, one case per status, so a change there cannot silently change the API.
-    """
-    reason = error.reason
-    if reason.startswith("not a supported image"):
-        return 415  # not PNG/JPEG/TIFF/BMP/DICOM content, whatever the name says
-    if "over the limit of" in reason or "too large to decode" in reason:
+    """The HTTP status for an upload the reader refused, by the error's type."""
+    if isinstance(error, UnsupportedFormatError):
+        return 415  # not image content (judged by content, not name), or an undecodable DICOM
+    if isinstance(error, ImageTooLargeError):
         return 413  # too many pixels; refused before decoding
     return 422  # an image, but empty, truncated, corrupt or too small
 
@@ -397,6 +432,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query")]
         if location == ["file"] and error.get("type") == "missing":
             problems.append("no file uploaded: send the X-ray as multipart/form-data field 'file'")
+        elif location == ["file"]:  # a text part: no filename in its Content-Disposition
+            problems.append("field 'file' is not a file: send the X-ray as a file part")
         else:
             problems.append(f"{'.'.join(location) or 'request'}: {error.get('msg', 'invalid')}")
     return JSONResponse({"detail": "; ".join(problems)}, status_code=422)

@@ -13,6 +13,23 @@ DEFAULT_MAX_PIXELS = 36_000_000
 about 20 bytes per pixel while it is segmented (see :mod:`lungseg.serve.pool`)."""
 MULTIPART_ALLOWANCE = 64 * 1024
 """Bytes a request body may exceed the upload limit by: multipart boundaries and part headers."""
+DEFAULT_READ_TIMEOUT_S = 60.0
+"""Seconds a client has to send a request's headers, and again its body (nginx's defaults for
+``client_header_timeout`` and ``client_body_timeout``). The body's is a deadline for all of it,
+not a pause between reads, so trickling a byte at a time does not hold a connection longer:
+the largest upload at the default limits needs about 9 Mbit/s."""
+DEFAULT_MAX_CONNECTIONS = 64
+"""Open connections served at once (uvicorn's ``limit_concurrency``); a request on a connection
+beyond them gets a plain-text 503. It bounds what clients hold between them: each connection
+buffers at most 64 KiB of unread request and spools at most 1 MiB of an upload in memory (the
+rest in the temporary folder) while the form is parsed."""
+KEEP_ALIVE_S = 5
+"""Seconds an idle kept-alive connection stays open (uvicorn's default, stated)."""
+MAX_HEADER_BYTES = 16 * 1024
+"""Bytes of a request line and headers buffered while still incomplete (h11's default, stated):
+a client that sends more without ending its headers gets 400."""
+GRACEFUL_SHUTDOWN_S = 30
+"""Seconds a shutdown waits for requests in flight (a queued segmentation takes seconds)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +43,9 @@ class ServeSettings:
         max_queue: requests that may wait for a free thread; more get 503 with Retry-After.
         result_ttl_s: seconds the result PNGs stay downloadable.
         max_results: results kept at most; the oldest go first.
+        read_timeout_s: seconds a client has to send the headers, and again the body; a slower
+            body gets 408, slower headers a closed connection.
+        max_connections: connections served at once; requests on more get 503.
     """
 
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
@@ -34,6 +54,8 @@ class ServeSettings:
     max_queue: int = 8
     result_ttl_s: float = 600.0
     max_results: int = 64
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes < 1:
@@ -51,6 +73,11 @@ class ServeSettings:
             raise ValueError(
                 f"need result_ttl_s > 0 and max_results >= 1, "
                 f"got {self.result_ttl_s} and {self.max_results}"
+            )
+        if self.read_timeout_s <= 0 or self.max_connections < 1:
+            raise ValueError(
+                f"need read_timeout_s > 0 and max_connections >= 1, "
+                f"got {self.read_timeout_s} and {self.max_connections}"
             )
 
 
