@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 
 
-def encode_png(pixels: np.ndarray, compression: int = 3) -> bytes:
+def encode_png(pixels: np.ndarray, compression: int = 1) -> bytes:
     """Grey (H, W) uint8/uint16, RGB (H, W, 3) or RGBA (H, W, 4) uint8 pixels -> PNG bytes.
 
-    ``compression`` is zlib's level (0-9): 1 is about twice as fast as 3 for files ~15% bigger,
-    the better trade for answers that go to a browser rather than to an archive.
+    ``compression`` is zlib's level (0-9). The default 1 is about twice as fast as 3 for files
+    ~15% bigger: encoding the overlay was a fifth of ``lungseg predict``'s time per image at 3.
     """
     if pixels.ndim == 3:
         to_bgr = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}[pixels.shape[2]]

@@ -11,8 +11,7 @@ A chest X-ray shows exactly two lungs, so :func:`postprocess_mask` keeps the two
 connected components and fills the holes enclosed by them. The price: a lung that really is in
 pieces (a pleural effusion can cut the lung field in two) loses all but its largest piece, so
 ``lungseg evaluate --postprocess`` measures the trade-off on a labelled set. Both steps are plain
-``scipy.ndimage`` operations (label, bincount, binary_fill_holes) that cost a few milliseconds at
-512x512.
+``scipy.ndimage`` labellings that cost a few milliseconds at 512x512.
 """
 
 from __future__ import annotations
@@ -59,5 +58,21 @@ def postprocess_mask(mask: np.ndarray, keep: int = 2) -> np.ndarray:
         return np.zeros(mask.shape, dtype=bool)
     sizes = np.bincount(labels.ravel())[1:]  # sizes[i] = pixels of component i + 1
     largest = np.argsort(-sizes, kind="stable")[:keep] + 1
-    kept = np.isin(labels, largest)
-    return ndimage.binary_fill_holes(kept)
+    is_kept = np.zeros(count + 1, dtype=bool)
+    is_kept[largest] = True
+    return _fill_holes(is_kept[labels])
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes`` in one labelling pass instead of iterated dilations.
+
+    Same definition (a hole is 4-connected background that does not reach the border), several
+    times faster on a 512x512 lung mask, which matters in ``lungseg predict``'s per-image
+    budget.
+    """
+    background, count = ndimage.label(~mask)  # 4-connected, scipy's default
+    reaches_border = np.zeros(count + 1, dtype=bool)
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        reaches_border[edge] = True
+    reaches_border[0] = False  # label 0 is the mask itself
+    return ~reaches_border[background]

@@ -86,8 +86,7 @@ def segment_upload(
         "labels": lambda: label_layer(labels),
         "outline": lambda: outline_layer(labels),
     }
-    # Level 1: the PNGs go to a browser or a temporary folder, not to an archive.
-    pngs = {view: encode_png(render[view](), 1) for view in PNG_VIEWS if view in views}
+    pngs = {view: encode_png(render[view]()) for view in PNG_VIEWS if view in views}
     clock.lap("encode")
     return SegmentedUpload(meta, result.measurements, pngs, clock.laps)
 
