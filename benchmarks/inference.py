@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import REFERENCE, measure_cell  # noqa: E402  (timing shared with models.py)
-from peers import PEERS, _register_peers  # noqa: E402  (peers enter the registry there)
+from peers import PEERS, register_peers  # noqa: E402  (peers enter the registry there)
 
 from lungseg.atomic import atomic_write_text  # noqa: E402
 from lungseg.backends import OnnxRuntimeModel  # noqa: E402
@@ -116,7 +116,7 @@ def prepare_candidates(
     pairs: list[Pair], workdir: Path, args: argparse.Namespace
 ) -> dict[str, Candidate]:
     """The shipped model and the peers as lungseg weights files, each exported to ONNX."""
-    _register_peers()
+    register_peers()
     shipped = shipped_weights_path()
     image_size = Segmenter.from_pretrained(shipped).input_size
     sources = {SHIPPED: (shipped, True, f"shipped ({shipped.name})")}

@@ -57,7 +57,8 @@ class PeerModel(nn.Module):
         return self.net(x)
 
 
-def _register_peers() -> None:
+def register_peers() -> None:
+    """Put the peers into lungseg's registry so the trainer, weights and Segmenter take them."""
     for name in PEERS:
 
         def factory(_name: str = name, **overrides: Any) -> nn.Module:
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.split = args.split or args.data / "splits" / "paper_433.json"
-    _register_peers()
+    register_peers()
     rows = []
     for name in args.models:
         weights = None if name == "shipped" else train_one(name, args)
