@@ -44,7 +44,7 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import REFERENCE, measure_cell  # noqa: E402  (timing shared with models.py)
+from models import REFERENCE, add_timing_arguments, measure_cell  # noqa: E402  (timing shared with models.py)
 from peers import PEERS, register_peers  # noqa: E402  (peers enter the registry there)
 
 from lungseg.atomic import atomic_write_text  # noqa: E402
@@ -442,16 +442,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--split", type=Path, help="default: DATA/splits/paper_433.json")
     parser.add_argument("--limit", type=int, default=0, help="first N test images (0: all)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8], help="model-only")
-    parser.add_argument("--repeats", type=int, default=10, help="model-only timed runs per cell")
-    parser.add_argument(
-        "--min-repeats", type=int, default=3, help="timed runs kept even past --budget"
-    )
-    parser.add_argument(
-        "--budget", type=float, default=20.0, help="seconds of timed runs per model and cell"
-    )
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    add_timing_arguments(parser)
     parser.add_argument("--batch", type=int, default=4, help="predict's batch size (its default)")
     parser.add_argument("--workers", type=int, default=1, help="predict's decode workers")
     parser.add_argument(

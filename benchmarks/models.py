@@ -174,6 +174,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"]
     )
+    add_timing_arguments(parser)
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.models) - set(list_models()) - set(PEERS))
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; valid: {[*list_models(), *PEERS]}")
+    return args
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`measure_cell` and the thread count, shared with inference.py."""
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per measurement")
     parser.add_argument(
         "--min-repeats", type=int, default=3, help="timed runs kept even past --budget"
@@ -183,12 +194,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    parser.add_argument("--out", type=Path, help="also write the markdown table here")
-    args = parser.parse_args(argv)
-    unknown = sorted(set(args.models) - set(list_models()) - set(PEERS))
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; valid: {[*list_models(), *PEERS]}")
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:

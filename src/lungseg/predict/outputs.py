@@ -13,6 +13,7 @@ every rank has written its own rows.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lungseg.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from lungseg.measure import LungMeasurements
 from lungseg.png import encode_png
 from lungseg.predict.inputs import InputImage
 
@@ -35,15 +37,7 @@ COLUMNS = (
     "width",
     "height",
     "pixel_spacing_mm",
-    "area_px",
-    "right_area_px",
-    "left_area_px",
-    "area_cm2",
-    "right_area_cm2",
-    "left_area_cm2",
-    "components",
-    "quality",
-    "reason",
+    *(field.name for field in dataclasses.fields(LungMeasurements)),
 )
 """results.csv columns. ``right``/``left`` are the PATIENT's sides (right lung = image left)."""
 
