@@ -38,15 +38,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from dicom_factory import dicom_file_bytes, xray_dataset
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (
-    MPEG2MPML,
-    DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
-    generate_uid,
-)
+from pydicom.uid import MPEG2MPML
 from scipy import ndimage
 
 from lungseg.cli import main
@@ -101,21 +96,13 @@ def with_png_size(png: bytes, width: int, height: int) -> bytes:
 
 def dicom_bytes(pixels: np.ndarray, *, with_pixels: bool = True, syntax=None) -> bytes:
     """A DX DICOM of ``pixels``; without its pixel data, or declaring another transfer syntax."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "DX"
-    ds.set_pixel_data(pixels, "MONOCHROME2", 8)
+    ds = xray_dataset(pixels)
     if not with_pixels:
         del ds.PixelData
     if syntax is not None:
         ds.file_meta.TransferSyntaxUID = syntax
         ds.PixelData = encapsulate([pixels.tobytes()])
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return dicom_file_bytes(ds)
 
 
 # --- the cases --------------------------------------------------------------------------------

@@ -9,14 +9,9 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from dicom_factory import write_dicom_file, xray_dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import (
-    DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
-    SegmentationStorage,
-    generate_uid,
-)
+from pydicom.uid import SegmentationStorage, generate_uid
 
 from lungseg import __version__
 from lungseg.data.io import read_image, read_mask
@@ -37,11 +32,7 @@ def write_xray_dicom(
     """Store a [0, 1] X-ray as a 12-bit DX DICOM with the attributes a hospital export carries,
     minus the keywords in ``omit``."""
     pixels = np.round(image * 4095).astype(np.uint16)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = generate_uid()
+    ds = xray_dataset(np.stack([pixels] * frames) if frames > 1 else pixels)
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.PatientID = "MCU-0001"
@@ -50,15 +41,13 @@ def write_xray_dicom(
     ds.PatientSex = "M"
     ds.StudyDate, ds.StudyTime = "20240115", "093000"
     ds.AccessionNumber, ds.StudyID = "A1234567", "1"
-    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "DX", 1, 1
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
     ds.BodyPartExamined, ds.ViewPosition = "CHEST", "PA"
     ds.Manufacturer = "Test Detector Co"
     ds.PixelSpacing = ds.ImagerPixelSpacing = SPACING_MM
-    ds.set_pixel_data(np.stack([pixels] * frames) if frames > 1 else pixels, "MONOCHROME2", 12)
     for keyword in omit:
         delattr(ds, keyword)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom_file(path, ds)
 
 
 def labels_by_midline(mask: np.ndarray) -> np.ndarray:

@@ -16,9 +16,12 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import tifffile
+from dicom_factory import dicom_file_bytes, xray_dataset
 from hypothesis import HealthCheck, given, settings
+from pydicom.uid import SecondaryCaptureImageStorage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fuzz_readers  # noqa: E402  (the benchmark module holds the cases and the contract)
@@ -109,21 +112,11 @@ def _tiff() -> bytes:
     return buffer.getvalue()
 
 
-def _dicom():
+def _dicom() -> pydicom.Dataset:
     """A small DICOM as read from a file (preamble, meta header, encoding known), to edit."""
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.set_pixel_data((np.arange(32 * 40).reshape(32, 40) * 3).astype(np.uint16), "MONOCHROME2", 12)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    pixels = (np.arange(32 * 40).reshape(32, 40) * 3).astype(np.uint16)
+    ds = xray_dataset(pixels, sop_class=SecondaryCaptureImageStorage)
+    return pydicom.dcmread(io.BytesIO(dicom_file_bytes(ds)))
 
 
 def _dicom_with(keyword: str, vr: str, value: str):

@@ -9,17 +9,10 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
+from dicom_factory import write_dicom_file, xray_dataset
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (
-    MPEG2MPML,
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    RLELossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
-)
+from pydicom.uid import MPEG2MPML, JPEG2000Lossless, RLELossless, SecondaryCaptureImageStorage
 
 from lungseg.data.io import (
     IMAGE_SUFFIXES,
@@ -38,18 +31,9 @@ def gradient_u8(h: int = 32, w: int = 40) -> np.ndarray:
     return (np.arange(h * w).reshape(h, w) % 256).astype(np.uint8)
 
 
-def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **attrs) -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "DX"
-    ds.set_pixel_data(pixels, photometric, 12)
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+def secondary_capture(pixels: np.ndarray, **attributes) -> pydicom.Dataset:
+    """An X-ray stored as Secondary Capture, not DX: the readers take any image SOP class."""
+    return xray_dataset(pixels, sop_class=SecondaryCaptureImageStorage, **attributes)
 
 
 # --- formats ----------------------------------------------------------------------------------
@@ -191,7 +175,9 @@ def test_png_resolution_to_spacing(tmp_path, dpi, expected):
 
 def test_dicom_monochrome1_is_inverted(tmp_path):
     pixels = (np.arange(32 * 32).reshape(32, 32) * 4).astype(np.uint16)  # 0 .. 4092
-    path = write_dicom(tmp_path / "a.dcm", pixels, "MONOCHROME1")
+    path = write_dicom_file(
+        tmp_path / "a.dcm", secondary_capture(pixels, photometric="MONOCHROME1")
+    )
     image, meta = read_image(path)
     assert meta.source_format == "dicom" and meta.bit_depth == 12
     np.testing.assert_allclose(image, 1.0 - pixels / pixels.max(), atol=1e-6)
@@ -202,14 +188,10 @@ def test_dicom_rescale_then_window(tmp_path):
     # raw 12 -> -1000 HU (below window), 532 -> 40 HU (window centre - 0.5), 1512 -> 2000 HU.
     pixels = np.full((16, 16), 532, np.uint16)
     pixels[0, 0], pixels[0, 1] = 12, 1512
-    path = write_dicom(
-        tmp_path / "a.dcm",
-        pixels,
-        RescaleSlope=2,
-        RescaleIntercept=-1024,
-        WindowCenter=40.5,
-        WindowWidth=401,
+    ds = secondary_capture(
+        pixels, RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=40.5, WindowWidth=401
     )
+    path = write_dicom_file(tmp_path / "a.dcm", ds)
     image, _ = read_image(path)
     # DICOM's linear window: ((x - (c - 0.5)) / (w - 1) + 0.5), clipped; then min-max.
     np.testing.assert_allclose([image[0, 0], image[0, 1], image[5, 5]], [0.0, 1.0, 0.5], atol=1e-6)
@@ -225,23 +207,25 @@ def test_dicom_rescale_then_window(tmp_path):
     ],
 )
 def test_dicom_spacing(tmp_path, attrs, expected):
-    path = write_dicom(tmp_path / "a.dcm", np.zeros((16, 16), np.uint16), **attrs)
+    ds = secondary_capture(np.zeros((16, 16), np.uint16), **attrs)
+    path = write_dicom_file(tmp_path / "a.dcm", ds)
     assert read_image(path)[1].pixel_spacing_mm == expected
 
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
 def test_dicom_compressed(tmp_path, syntax):
     pixels = (np.arange(32 * 32).reshape(32, 32) * 3).astype(np.uint16)
-    path = write_dicom(tmp_path / "a.dcm", pixels)
-    ds = pydicom.dcmread(path)
+    ds = secondary_capture(pixels)
     ds.compress(syntax)
-    ds.save_as(path, enforce_file_format=True)
+    path = write_dicom_file(tmp_path / "a.dcm", ds)
     image, _ = read_image(path)
     np.testing.assert_allclose(image, pixels / pixels.max(), atol=1e-6)
 
 
 def test_dicom_without_suffix_found_by_content(tmp_path):
-    path = write_dicom(tmp_path / "IM000001", np.full((16, 16), 7, np.uint16))
+    path = write_dicom_file(
+        tmp_path / "IM000001", secondary_capture(np.full((16, 16), 7, np.uint16))
+    )
     assert read_image(path)[1].source_format == "dicom"
 
 
@@ -249,9 +233,10 @@ def test_dicom_without_suffix_found_by_content(tmp_path):
 def test_dicom_without_meta_header(tmp_path, implicit_vr):
     # ACR-NEMA era files: no preamble, no DICM, no transfer syntax; pixels uncompressed
     pixels = (np.arange(16 * 16).reshape(16, 16) * 9).astype(np.uint16)
-    ds = pydicom.dcmread(write_dicom(tmp_path / "a.dcm", pixels))
+    ds = secondary_capture(pixels)
     del ds.file_meta
     pydicom.dcmwrite(tmp_path / "old", ds, implicit_vr=implicit_vr, little_endian=True)
+    assert b"DICM" not in (tmp_path / "old").read_bytes()[:132]  # really no preamble or DICM
     image, meta = read_image(tmp_path / "old")
     assert meta.source_format == "dicom"
     np.testing.assert_allclose(image, pixels / pixels.max(), atol=1e-6)
@@ -344,18 +329,16 @@ def _jpeg_bytes() -> bytes:
 
 
 def _dicom_without_pixels(path: Path) -> None:
-    write_dicom(path, np.zeros((16, 16), np.uint16))
-    ds = pydicom.dcmread(path)
+    ds = secondary_capture(np.zeros((16, 16), np.uint16))
     del ds.PixelData
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom_file(path, ds)
 
 
 def _dicom_unknown_syntax(path: Path) -> None:
-    write_dicom(path, np.zeros((16, 16), np.uint16))
-    ds = pydicom.dcmread(path)
+    ds = secondary_capture(np.zeros((16, 16), np.uint16))
     ds.file_meta.TransferSyntaxUID = MPEG2MPML  # video: no decoder exists for an X-ray
     ds.PixelData = encapsulate([b"\x00" * 64])
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom_file(path, ds)
 
 
 NOISE = RNG.integers(0, 255, (64, 64), dtype=np.uint8)

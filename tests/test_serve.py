@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_factory import write_dicom_file, xray_dataset
 from PIL import Image
+from pydicom.uid import SecondaryCaptureImageStorage
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e .[serve]")
 
@@ -139,20 +141,9 @@ def test_format_png_and_base64_give_the_same_mask_as_the_result_url(client, xray
 
 
 def test_dicom_upload_gets_areas_in_cm2(client, xray, tmp_path):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
     pixels = np.asarray(Image.open(xray).convert("L"), dtype=np.uint16) * 16  # 12-bit
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "DX"
-    ds.set_pixel_data(pixels, "MONOCHROME2", 12)
-    ds.PixelSpacing = [0.7, 0.7]
-    path = tmp_path / "chest"  # no suffix: found by content
-    ds.save_as(path, enforce_file_format=True)
+    ds = xray_dataset(pixels, sop_class=SecondaryCaptureImageStorage, PixelSpacing=[0.7, 0.7])
+    path = write_dicom_file(tmp_path / "chest", ds)  # no suffix: found by content
 
     body = upload(client, path.read_bytes(), "chest").json()
     assert body["image"]["format"] == "dicom"
