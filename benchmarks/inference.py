@@ -290,6 +290,12 @@ def render(
 ) -> str:
     """The markdown report: header, end-to-end table, model-only table, bf16 check, verdict."""
     images = f"{'the first ' if args.limit else ''}{len(pairs)} test images of {args.split.name}"
+    contention = (
+        ": below the thread count, other work was sharing the cores; the models take turns so "
+        "that it slows them alike"
+        if usage[1] / usage[0] < 0.9 * torch.get_num_threads()
+        else ""
+    )
     lines = [
         f"# CPU inference at {size}x{size}: the shipped model beside the peers",
         "",
@@ -297,9 +303,7 @@ def render(
         f"{'yes' if cpu_has_fast_bf16() else 'no'}); torch {torch.__version__}, onnxruntime "
         f"{onnxruntime.__version__}; {torch.get_num_threads()} thread(s) for torch and ONNX "
         f"Runtime; {images}; all in one process. The run took {usage[0] / 60:.0f} min and got "
-        f"{usage[1] / usage[0]:.2f} CPU cores on average (CPU time / wall time: below the "
-        "thread count, other work was sharing the cores; the models take turns so that it "
-        "slows them alike).",
+        f"{usage[1] / usage[0]:.2f} CPU cores on average (CPU time / wall time{contention}).",
         "",
         "Weights: " + "; ".join(f"{c.label}: {c.origin}" for c in candidates.values()) + ".",
         "ONNX files by `lungseg.export.export_model`, verified against PyTorch on "
