@@ -178,3 +178,35 @@ def test_real_pairs(data_root, split_file):
     assert item["image"].shape == (1, 256, 256) and item["original_size"].tolist() == [512, 512]
     assert 0.1 < item["mask"].mean().item() < 0.45  # lungs cover about a quarter of a chest film
     assert load_full_mask(pairs[1]).shape == (512, 512)
+
+
+# --- soft masks (lung fraction per pixel) on real X-rays ----------------------------------------
+
+
+def test_soft_masks_keep_the_boundary_that_binary_masks_cut(test_split_pairs):
+    pairs = test_split_pairs[:2]  # a Montgomery and a Shenzhen X-ray at 512x512
+    binary = SegmentationDataset(pairs, (128, 128))
+    soft = SegmentationDataset(pairs, (128, 128), soft_masks=True)
+    for i, pair in enumerate(pairs):
+        hard, fraction = binary[i]["mask"][0], soft[i]["mask"][0]
+        assert fraction.dtype == torch.float32 and fraction.min() >= 0 and fraction.max() <= 1
+        border = (fraction > 0.01) & (fraction < 0.99)
+        assert border.sum() > 200, "a 4x shrink leaves partly covered pixels along both lungs"
+        # cut at 0.5 it is the binary mask (float16 may flip a pixel lying exactly at 0.5)
+        assert ((fraction >= 0.5) == (hard > 0)).float().mean() > 0.999
+        # and it keeps the lung area that cutting at 0.5 rounds away
+        full = load_full_mask(pair)
+        assert abs(fraction.mean().item() - full.mean()) < abs(hard.mean().item() - full.mean())
+
+
+def test_augmented_soft_masks_stay_fractions_aligned_with_the_image(test_split_pairs):
+    dataset = SegmentationDataset(test_split_pairs[:1], (128, 128), augment=True, soft_masks=True)
+    plain = SegmentationDataset(test_split_pairs[:1], (128, 128), soft_masks=True)[0]["mask"][0]
+    torch.manual_seed(0)
+    moved = 0
+    for _ in range(6):
+        mask = dataset[0]["mask"][0]
+        assert mask.min() >= 0 and mask.max() <= 1
+        assert ((mask > 0.01) & (mask < 0.99)).sum() > 200  # still fractions, not cut to {0, 1}
+        moved += not torch.allclose(mask, plain)
+    assert moved >= 3

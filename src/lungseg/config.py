@@ -32,6 +32,8 @@ class TrainConfig:
         loss: ``"bce+dice"``, ``"bce"`` or ``"dice"``.
         grad_clip: max global grad norm (0 disables).
         augment: train-time augmentation from the data layer.
+        soft_masks: train on each pixel's lung fraction at the network size instead of the mask
+            cut at 0.5 (the boundary keeps its sub-pixel position; validation stays binary).
         precision: ``"auto"`` (bf16 autocast on CPU, fp16 AMP on CUDA), ``"bf16"``, ``"fp16"``
             or ``"fp32"``.
         channels_last: NHWC memory format (faster convolutions on CPU and tensor cores).
@@ -59,6 +61,7 @@ class TrainConfig:
     loss: str = "bce+dice"
     grad_clip: float = 1.0
     augment: bool = True
+    soft_masks: bool = False
     precision: str = "auto"
     channels_last: bool = True
     device: str = "auto"

@@ -16,7 +16,13 @@ from torch.utils.data import Dataset
 
 from lungseg.data.discovery import Pair
 from lungseg.data.io import MASK_PROBLEMS, read_image, read_masks
-from lungseg.data.transforms import normalize, resize_image, resize_mask, train_augmentation
+from lungseg.data.transforms import (
+    lung_fraction,
+    normalize,
+    resize_image,
+    resize_mask,
+    train_augmentation,
+)
 from lungseg.errors import LungsegError
 
 
@@ -25,7 +31,7 @@ class _Resized:
     """One pair at the network size, as kept in the cache."""
 
     image: np.ndarray  # float16 (h, w) in [0, 1]
-    mask: np.ndarray  # bool (h, w)
+    mask: np.ndarray  # bool (h, w); float16 lung fraction with soft_masks
     original_size: tuple[int, int]  # (H, W) of the file
 
 
@@ -50,9 +56,12 @@ class SegmentationDataset(Dataset):
         size: network input (height, width).
         augment: apply :func:`~lungseg.data.transforms.train_augmentation` (training only).
         cache: keep resized pairs in memory after their first read.
+        soft_masks: serve each pixel's lung fraction
+            (:func:`~lungseg.data.transforms.lung_fraction`) instead of the mask cut at 0.5.
 
     Each item is a dict: ``image`` float32 (1, h, w) z-scored; ``mask`` float32 (1, h, w) in
-    {0, 1}; ``id`` and ``source`` strings; ``original_size`` int64 tensor ``[H, W]``.
+    {0, 1} (in [0, 1] with ``soft_masks``); ``id`` and ``source`` strings; ``original_size``
+    int64 tensor ``[H, W]``.
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class SegmentationDataset(Dataset):
         *,
         augment: bool = False,
         cache: bool = True,
+        soft_masks: bool = False,
     ) -> None:
         if not pairs:
             raise LungsegError("cannot build a dataset from no pairs")
@@ -69,7 +79,8 @@ class SegmentationDataset(Dataset):
         self.size = (int(size[0]), int(size[1]))
         self.augment = augment
         self.cache = cache
-        self._augmentation = train_augmentation() if augment else None
+        self.soft_masks = soft_masks
+        self._augmentation = train_augmentation(soft_masks) if augment else None
         self._cached: dict[int, _Resized] = {}
 
     def __len__(self) -> int:
@@ -82,9 +93,12 @@ class SegmentationDataset(Dataset):
         mask = resized.mask
         if self._augmentation is not None:
             self._augmentation.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
-            augmented = self._augmentation(image=image, mask=mask.astype(np.uint8))
+            augmented = self._augmentation(
+                image=image, mask=mask.astype(np.float32 if self.soft_masks else np.uint8)
+            )
             image = np.clip(augmented["image"], 0.0, 1.0)
-            mask = augmented["mask"] > 0
+            mask = augmented["mask"]
+            mask = np.clip(mask, 0.0, 1.0) if self.soft_masks else mask > 0
         return {
             "image": torch.from_numpy(normalize(image))[None],  # (1, h, w)
             "mask": torch.from_numpy(mask.astype(np.float32))[None],  # (1, h, w)
@@ -118,7 +132,9 @@ class SegmentationDataset(Dataset):
         )
         resized = _Resized(
             resize_image(image, self.size).astype(np.float16),
-            resize_mask(mask, self.size),
+            lung_fraction(mask, self.size).astype(np.float16)
+            if self.soft_masks
+            else resize_mask(mask, self.size),
             (meta.height, meta.width),
         )
         if self.cache:

@@ -58,29 +58,40 @@ def preprocess(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return normalize(resize_image(image, size))
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a bool (H, W) mask to ``size`` = (height, width).
+def lung_fraction(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """How much of each pixel of a ``size`` grid a bool (H, W) mask covers: float32 in [0, 1].
 
     The mask goes through the same interpolation as its image (area when shrinking, linear when
-    enlarging) as a float, then is cut at 0.5, so a pixel is lung when most of it was lung and
-    mask and image stay aligned to the sub-pixel.
+    enlarging), so mask and image stay aligned to the sub-pixel. Training on this "soft" mask
+    keeps the boundary's sub-pixel position that cutting it at 0.5 discards
+    (``scripts/resolution_ceiling.py`` measures how much Dice either can reach).
     """
+    return resize_image(np.asarray(mask, dtype=np.float32), size)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a bool (H, W) mask to ``size`` = (height, width): its :func:`lung_fraction` cut at
+    0.5, so a pixel is lung when most of it was lung."""
     mask = np.asarray(mask, dtype=bool)
     if mask.shape == tuple(size):
         return mask.copy()
-    return resize_image(mask.astype(np.float32), size) >= 0.5
+    return lung_fraction(mask, size) >= 0.5
 
 
-def train_augmentation():
+def train_augmentation(soft_masks: bool = False):
     """Random geometry and exposure applied to ``{"image", "mask"}`` samples together.
 
     Works at the network size on the [0, 1] image, before :func:`normalize`. No horizontal flip:
     the heart makes the left lung smaller, and a flipped chest is not a plausible X-ray. The
     ranges are modest on purpose: frontal chest films are taken in a standard position.
 
+    Args:
+        soft_masks: the masks are lung fractions (float32, see :func:`lung_fraction`), which
+            the geometry interpolates linearly; binary masks (uint8) take the nearest value.
+
     Returns:
-        An ``albumentations.Compose``; call it as ``aug(image=float32 (h, w),
-        mask=uint8 (h, w))``. Reseed it with ``set_random_seed`` for reproducible runs.
+        An ``albumentations.Compose``; call it as ``aug(image=float32 (h, w), mask=(h, w))``.
+        Reseed it with ``set_random_seed`` for reproducible runs.
     """
     import albumentations as A
     import cv2
@@ -93,7 +104,7 @@ def train_augmentation():
                 rotate=(-10, 10),
                 shear=(-4, 4),
                 interpolation=cv2.INTER_LINEAR,
-                mask_interpolation=cv2.INTER_NEAREST,
+                mask_interpolation=cv2.INTER_LINEAR if soft_masks else cv2.INTER_NEAREST,
                 border_mode=cv2.BORDER_CONSTANT,
                 fill=0,
                 fill_mask=0,

@@ -106,7 +106,10 @@ class Trainer:
 
         self.data = prepare_data(Path(data), split, config.seed)
         self.train_set = SegmentationDataset(
-            self.data.train, config.image_size, augment=config.augment
+            self.data.train,
+            config.image_size,
+            augment=config.augment,
+            soft_masks=config.soft_masks,
         )
         self.val_set = SegmentationDataset(self.data.val, config.image_size, augment=False)
         for dataset in (self.train_set, self.val_set):
