@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import register_peers  # noqa: E402  (smp and MONAI enter the registry there)
 
 from lungseg.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
-from lungseg.data.dataset import load_full_mask  # noqa: E402
 from lungseg.data.discovery import discover, load_split, select  # noqa: E402
 from lungseg.evaluate import predict_pairs  # noqa: E402
 from lungseg.inference import Segmenter  # noqa: E402
@@ -59,13 +58,17 @@ def find_models(runs: Path) -> dict[str, Path]:
     }
 
 
-def predict_masks(name: str, weights: Path, pairs: list) -> dict[str, np.ndarray]:
-    """Binary masks at original resolution, each model with its own val-chosen threshold."""
+def predict_masks(
+    name: str, weights: Path, pairs: list
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Binary masks at original resolution, each model with its own val-chosen threshold, and
+    the manual masks the same pass read (so no mask file is read twice)."""
     segmenter = Segmenter.from_pretrained(weights)
-    return {
-        item["pair"].id: item["prob"] > segmenter.threshold
-        for item in predict_pairs(segmenter, pairs, desc=name)
-    }
+    masks, truths = {}, {}
+    for item in predict_pairs(segmenter, pairs, desc=name):
+        masks[item["pair"].id] = item["prob"] > segmenter.threshold
+        truths[item["pair"].id] = item["truth"]
+    return masks, truths
 
 
 def score_image(truth: np.ndarray, masks: list[np.ndarray]) -> dict[str, float]:
@@ -141,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     models = find_models(args.runs)
     if len(models) < 3:
         parser.error(f"need at least 3 models for a majority vote; found {', '.join(models)}")
-    predictions = {name: predict_masks(name, weights, pairs) for name, weights in models.items()}
+    predictions = {}
+    for name, weights in models.items():
+        predictions[name], truths = predict_masks(name, weights, pairs)
 
     rows = []
     for pair in pairs:
         masks = [predictions[name][pair.id] for name in models]
-        row = {"id": pair.id, "source": pair.source, **score_image(load_full_mask(pair), masks)}
+        row = {"id": pair.id, "source": pair.source, **score_image(truths[pair.id], masks)}
         row["suspect"] = (
             row["model_agreement"] >= args.agree and row["consensus_vs_truth"] < args.disagree
         )
