@@ -149,13 +149,22 @@ def tune_threshold(
     candidates: Sequence[float] = THRESHOLDS,
     **kwargs: Any,
 ) -> tuple[float, dict[float, float]]:
-    """The threshold with the best mean Dice at original resolution (run it on VAL, never test)."""
-    scores = {float(t): 0.0 for t in candidates}
-    n = 0
+    """The threshold with the best Dice at original resolution (run it on VAL, never test).
+
+    The score is the mean over sources of each source's mean Dice (over images when there is
+    one source), as the trainer selects epochs, so the largest source does not choose alone.
+    """
+    sums: dict[str, dict[float, float]] = {}
+    counts: dict[str, int] = {}
     for item in predict_pairs(segmenter, pairs, desc="tune threshold", **kwargs):
-        for t in scores:
-            scores[t] += dice(item["prob"] > t, item["truth"])
-        n += 1
-    scores = {t: s / max(n, 1) for t, s in scores.items()}
+        source = item["pair"].source
+        per_threshold = sums.setdefault(source, {float(t): 0.0 for t in candidates})
+        for t in per_threshold:
+            per_threshold[t] += dice(item["prob"] > t, item["truth"])
+        counts[source] = counts.get(source, 0) + 1
+    scores = {
+        float(t): sum(sums[s][float(t)] / counts[s] for s in sums) / max(len(sums), 1)
+        for t in candidates
+    }
     best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))
     return best, scores

@@ -1,23 +1,35 @@
 """Device and numeric-precision choices shared by training, evaluation and prediction.
 
-On a CPU whose oneDNN has native bf16 kernels (AVX512-BF16 or AMX) bf16 autocast makes
-convolutions faster than fp32 (not measured here: no such CPU). Without them PyTorch falls back
-to its reference convolution: on an AVX2-only CPU every model ran 6-13x SLOWER than in fp32
-(``benchmarks/results/models_bf16.md`` against ``models_fp32.md``). So
-``auto`` means bf16 on a CPU only when oneDNN reports bf16 support, else fp32; on CUDA it means
-bf16 where the GPU supports it, else fp16 with a gradient scaler.
+On a CPU whose oneDNN has native bf16 kernels (AVX512-BF16 or AMX) bf16 autocast can make a
+network faster than fp32; without them PyTorch falls back to its reference convolution: on an
+AVX2-only CPU every model ran 6-13x SLOWER than in fp32 (``benchmarks/results/models_bf16.md``
+against ``models_fp32.md``). Whether it pays depends on the CPU, the network, the batch and
+whether it trains, so the trainer's ``auto`` MEASURES both on the machine at hand
+(:func:`measure_cpu_precision`, cached per machine) and keeps the faster. Without a model to
+measure, ``auto`` means bf16 on a CPU only when oneDNN reports native bf16 support. On CUDA it
+means bf16 where the GPU supports it, else fp16 with a gradient scaler.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
 import random
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from lungseg.atomic import atomic_write_text
 from lungseg.errors import LungsegError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,3 +85,119 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What :func:`measure_cpu_precision` found: the faster dtype and both timings."""
+
+    dtype: torch.dtype | None  # None = fp32
+    fp32_ms: float
+    bf16_ms: float
+    cached: bool
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+    def describe(self) -> str:
+        where = "cached measurement" if self.cached else "measured now"
+        return (
+            f"{self.name} ({where}: fp32 {self.fp32_ms:.1f} ms, bf16 {self.bf16_ms:.1f} ms "
+            f"per step on {cpu_name()})"
+        )
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``lscpu``'s), for cache keys and speed tables."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lungseg" / "precision.json"
+
+
+def measure_cpu_precision(
+    model: torch.nn.Module,
+    input_shape: tuple[int, int, int, int],
+    *,
+    training: bool,
+    channels_last: bool = True,
+    repeats: int = 3,
+) -> PrecisionChoice:
+    """Time ``model`` on CPU in fp32 and under bf16 autocast; the faster wins.
+
+    A training step (forward, backward) or an inference forward pass on a zero batch of
+    ``input_shape``, best of ``repeats`` after one warm-up. The answer is cached in
+    ``~/.cache/lungseg/precision.json`` keyed by CPU, torch version, thread count, network
+    configuration, shape and mode, so each machine measures once. Gradients are cleared
+    afterwards; the weights are not changed (no optimiser step).
+    """
+    config = getattr(model, "config", type(model).__name__)
+    key_text = json.dumps(
+        [
+            cpu_name(),
+            torch.__version__,
+            torch.get_num_threads(),
+            config,
+            input_shape,
+            training,
+            channels_last,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
+    cache_path = _cache_file()
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        entry = cache[key]
+        dtype = torch.bfloat16 if entry["choice"] == "bf16" else None
+        return PrecisionChoice(dtype, entry["fp32_ms"], entry["bf16_ms"], cached=True)
+
+    was_training = model.training
+    model.train(training)
+    batch = torch.zeros(input_shape)
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    timings = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        runtime = Runtime(torch.device("cpu"), dtype)
+        best = float("inf")
+        for attempt in range(repeats + 1):
+            started = time.perf_counter()
+            if training:
+                with runtime.autocast():
+                    out = model(batch)
+                out.float().mean().backward()
+            else:
+                with torch.inference_mode(), runtime.autocast():
+                    model(batch)
+            if attempt:  # the first is a warm-up (oneDNN primitive creation)
+                best = min(best, time.perf_counter() - started)
+        timings[name] = 1000 * best
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    choice = "bf16" if timings["bf16"] < timings["fp32"] else "fp32"
+    cache[key] = {
+        "choice": choice,
+        "fp32_ms": timings["fp32"],
+        "bf16_ms": timings["bf16"],
+        "what": key_text,
+    }
+    try:
+        atomic_write_text(cache_path, json.dumps(cache, indent=1) + "\n")
+    except OSError as err:  # a read-only home only costs a measurement next time
+        log.debug("cannot cache the precision measurement in %s: %s", cache_path, err)
+    dtype = torch.bfloat16 if choice == "bf16" else None
+    return PrecisionChoice(dtype, timings["fp32"], timings["bf16"], cached=False)

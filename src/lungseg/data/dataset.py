@@ -16,13 +16,7 @@ from torch.utils.data import Dataset
 
 from lungseg.data.discovery import Pair
 from lungseg.data.io import MASK_PROBLEMS, read_image, read_masks
-from lungseg.data.transforms import (
-    lung_fraction,
-    normalize,
-    resize_image,
-    resize_mask,
-    train_augmentation,
-)
+from lungseg.data.transforms import lung_fraction, normalize, resize_image, resize_mask
 from lungseg.errors import LungsegError
 
 
@@ -54,7 +48,8 @@ class SegmentationDataset(Dataset):
     Args:
         pairs: the pairs to serve, e.g. ``select(discover(root).pairs, split, "train")``.
         size: network input (height, width).
-        augment: apply :func:`~lungseg.data.transforms.train_augmentation` (training only).
+        augment: apply :func:`~lungseg.data.augment.train_augmentation` (training only).
+        augmentation: its kind, ``"basic"`` or ``"hospital"``.
         cache: keep resized pairs in memory after their first read.
         soft_masks: serve each pixel's lung fraction
             (:func:`~lungseg.data.transforms.lung_fraction`) instead of the mask cut at 0.5.
@@ -70,6 +65,7 @@ class SegmentationDataset(Dataset):
         size: tuple[int, int],
         *,
         augment: bool = False,
+        augmentation: str = "basic",
         cache: bool = True,
         soft_masks: bool = False,
     ) -> None:
@@ -80,7 +76,12 @@ class SegmentationDataset(Dataset):
         self.augment = augment
         self.cache = cache
         self.soft_masks = soft_masks
-        self._augmentation = train_augmentation(soft_masks) if augment else None
+        if augment:
+            from lungseg.data.augment import train_augmentation
+
+            self._augmentation = train_augmentation(augmentation, soft_masks)
+        else:
+            self._augmentation = None
         self._cached: dict[int, _Resized] = {}
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""The one preprocessing path shared by training and inference, and the training augmentation.
+"""The one preprocessing path shared by training and inference.
 
 Training and inference must see images prepared identically, or a model trained here silently
 degrades in use. So both call :func:`preprocess` (= :func:`resize_image` then
@@ -76,48 +76,3 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if mask.shape == tuple(size):
         return mask.copy()
     return lung_fraction(mask, size) >= 0.5
-
-
-def train_augmentation(soft_masks: bool = False):
-    """Random geometry and exposure applied to ``{"image", "mask"}`` samples together.
-
-    Works at the network size on the [0, 1] image, before :func:`normalize`. No horizontal flip:
-    the heart makes the left lung smaller, and a flipped chest is not a plausible X-ray. The
-    ranges are modest on purpose: frontal chest films are taken in a standard position.
-
-    Args:
-        soft_masks: the masks are lung fractions (float32, see :func:`lung_fraction`), which
-            the geometry interpolates linearly; binary masks (uint8) take the nearest value.
-
-    Returns:
-        An ``albumentations.Compose``; call it as ``aug(image=float32 (h, w), mask=(h, w))``.
-        Reseed it with ``set_random_seed`` for reproducible runs.
-    """
-    import albumentations as A
-    import cv2
-
-    return A.Compose(
-        [
-            A.Affine(
-                scale=(0.85, 1.15),
-                translate_percent=(-0.06, 0.06),
-                rotate=(-10, 10),
-                shear=(-4, 4),
-                interpolation=cv2.INTER_LINEAR,
-                mask_interpolation=cv2.INTER_LINEAR if soft_masks else cv2.INTER_NEAREST,
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=0,
-                p=0.8,
-            ),
-            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-            A.RandomGamma(gamma_limit=(80, 125), p=0.4),
-            A.OneOf(
-                [
-                    A.GaussianBlur(blur_limit=(3, 5), p=1.0),
-                    A.GaussNoise(std_range=(0.01, 0.03), p=1.0),
-                ],
-                p=0.2,
-            ),
-        ]
-    )

@@ -42,6 +42,7 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
             "split": trainer.data.split_name,
             "best_epoch": trainer.best_epoch,
             "val_dice_network_res": round(trainer.best_dice, 5),
+            "train_precision": _precision_used(trainer),
             "val_dice_by_threshold": {f"{t:.2f}": round(s, 5) for t, s in scores.items()},
         }
     )
@@ -67,6 +68,7 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
         "threshold": threshold,
         "val_dice_original_res": round(scores[threshold], 5),
         "split": trainer.data.split_name,
+        "precision": _precision_used(trainer),
         "weights": str(out / FINAL),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -77,3 +79,11 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
         out / FINAL,
     )
     return summary
+
+
+def _precision_used(trainer: Trainer) -> str:
+    """The autocast the run trained with, and why when ``auto`` measured it."""
+    name = {None: "fp32"}.get(trainer.runtime.dtype, str(trainer.runtime.dtype).split(".")[-1])
+    if trainer.precision_choice is not None:
+        return f"auto: {trainer.precision_choice.describe()}"
+    return name

@@ -22,10 +22,19 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seco
 def write_csv(path: Path, history: Sequence[dict[str, Any]]) -> None:
     """Rewrite the whole log from the history kept in the checkpoint (no duplicates on resume)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(out, fieldnames=_columns(history), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(path, out.getvalue())
+
+
+def _columns(history: Sequence[dict[str, Any]]) -> list[str]:
+    """The fixed columns, then any others the rows carry (per-source val Dice), in first-seen
+    order."""
+    columns = list(COLUMNS)
+    for row in history:
+        columns += [key for key in row if key not in columns]
+    return columns
 
 
 class TensorBoardLog:
@@ -42,7 +51,7 @@ class TensorBoardLog:
     def log(self, row: dict[str, Any]) -> None:
         if self.writer is None:
             return
-        for key in COLUMNS[1:]:
+        for key in _columns([row])[1:]:
             value = row.get(key)
             if value is not None and value == value:  # skip NaN (no validation that epoch)
                 self.writer.add_scalar(key, value, row["epoch"])
@@ -74,7 +83,12 @@ def plot_loss_curves(path: Path, history: Sequence[dict[str, Any]]) -> None:
     ax_loss.set_yscale("log")
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
-    ax_dice.plot(epochs, [row["val_dice"] for row in history], color="tab:green", label="val Dice")
+    per_source = [key for key in _columns(history) if key.startswith("val_dice_")]
+    label = "val Dice (mean of sources)" if per_source else "val Dice"
+    ax_dice.plot(epochs, [row["val_dice"] for row in history], color="black", label=label)
+    for key in per_source:
+        values = [row.get(key, float("nan")) for row in history]
+        ax_dice.plot(epochs, values, linewidth=1, label=key.removeprefix("val_dice_"))
     ax_dice.set_xlabel("epoch")
     ax_dice.set_ylabel("val Dice (network resolution)")
     ax_dice.grid(alpha=0.3)

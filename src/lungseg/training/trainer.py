@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from lungseg import __version__
@@ -38,9 +38,16 @@ from lungseg.distributed import (
 from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.losses import build_loss
 from lungseg.models import create_model
-from lungseg.runtime import Runtime, resolve_runtime, seed_everything
+from lungseg.runtime import (
+    PrecisionChoice,
+    Runtime,
+    measure_cpu_precision,
+    resolve_runtime,
+    seed_everything,
+)
 from lungseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lungseg.training.reports import TensorBoardLog, plot_loss_curves, write_csv
+from lungseg.training.sampling import SourceWeightedSampler, expected_shares
 from lungseg.weights import WeightsInfo, save_weights
 
 log = logging.getLogger(__name__)
@@ -109,6 +116,7 @@ class Trainer:
             self.data.train,
             config.image_size,
             augment=config.augment,
+            augmentation=config.augmentation,
             soft_masks=config.soft_masks,
         )
         self.val_set = SegmentationDataset(self.data.val, config.image_size, augment=False)
@@ -119,6 +127,16 @@ class Trainer:
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self.precision_choice: PrecisionChoice | None = None
+        if config.precision == "auto" and self.runtime.device.type == "cpu":
+            self.precision_choice = measure_cpu_precision(
+                model,
+                (config.batch_size, 1, *config.image_size),
+                training=True,
+                channels_last=config.channels_last,
+            )
+            self.runtime = Runtime(self.runtime.device, self.precision_choice.dtype)
+        self.val_sources = sorted({pair.source for pair in self.data.val})
         self.ddp = (
             DistributedDataParallel(
                 model,
@@ -130,13 +148,12 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.scaler = torch.amp.GradScaler("cuda") if self.runtime.needs_grad_scaler else None
         self.loss_fn = build_loss(config.loss)
-        self.sampler = DistributedSampler(
-            self.train_set,
+        self.sampler = SourceWeightedSampler(
+            [pair.source for pair in self.data.train],
+            config.source_weights,
             num_replicas=self.dist.world_size,
             rank=self.dist.rank,
-            shuffle=True,
             seed=config.seed,
-            drop_last=True,
         )
         self.steps_per_epoch = len(self.sampler) // config.batch_size
         if self.steps_per_epoch == 0:
@@ -270,6 +287,10 @@ class Trainer:
                 "val_loss": val["loss"] if val else float("nan"),
                 "val_dice": val["dice"] if val else float("nan"),
                 "val_iou": val["iou"] if val else float("nan"),
+                **{
+                    f"val_dice_{source}": val[f"dice_{source}"] if val else float("nan")
+                    for source in self.val_sources
+                },
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": round(self.elapsed, 1),
             }
@@ -377,9 +398,16 @@ class Trainer:
 
     @torch.inference_mode()
     def _validate(self) -> dict[str, float]:
-        """Loss, Dice and IoU per image at the network's resolution (cheap; for model selection)."""
+        """Loss, IoU and Dice per image at the network's resolution (cheap; for selection).
+
+        Dice is also reported per source, and ``dice`` (what selects the best epoch) is the mean
+        of the per-source means, so a large source cannot hide a loss on a small one. With one
+        source it is the plain mean over images.
+        """
         self.ddp.eval()
-        sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, dice, iou, n
+        index = {source: i for i, source in enumerate(self.val_sources)}
+        # loss*n, iou, n, then (dice sum, count) per source
+        sums = [0.0, 0.0, 0.0] + [0.0] * (2 * len(index))
         for batch in self._loader(self.val_set, self.epoch, train=False):
             images, masks = self._to_device(batch["image"]), self._to_device(batch["mask"])
             with self.runtime.autocast():
@@ -391,11 +419,19 @@ class Trainer:
             inter = (pred & truth).sum(1).float()
             union = (pred | truth).sum(1).float()
             size = pred.sum(1).float() + truth.sum(1).float()
-            sums[1] += torch.where(size > 0, 2 * inter / size.clamp(min=1), 1.0).sum().item()
-            sums[2] += torch.where(union > 0, inter / union.clamp(min=1), 1.0).sum().item()
-            sums[3] += len(images)
-        loss, dice, iou, n = all_reduce_sum(sums, self.dist)
-        return {"loss": loss / n, "dice": dice / n, "iou": iou / n}
+            dice = torch.where(size > 0, 2 * inter / size.clamp(min=1), 1.0).tolist()
+            sums[1] += torch.where(union > 0, inter / union.clamp(min=1), 1.0).sum().item()
+            sums[2] += len(images)
+            for source, value in zip(batch["source"], dice, strict=True):
+                slot = 3 + 2 * index[source]
+                sums[slot] += value
+                sums[slot + 1] += 1.0
+        totals = all_reduce_sum(sums, self.dist)
+        loss, iou, n = totals[:3]
+        per_source = {source: totals[3 + 2 * i] / totals[4 + 2 * i] for source, i in index.items()}
+        result = {"loss": loss / n, "iou": iou / n, "dice": sum(per_source.values()) / len(index)}
+        result.update({f"dice_{source}": value for source, value in per_source.items()})
+        return result
 
 
 def _wants_cuda(config: TrainConfig) -> bool:
@@ -421,6 +457,15 @@ def train(
                 trainer.runtime.dtype,
                 trainer.dist.world_size,
             )
+            shares = expected_shares(
+                [pair.source for pair in trainer.data.train], config.source_weights
+            )
+            log.info(
+                "share of each epoch by source: %s",
+                ", ".join(f"{source} {share:.1%}" for source, share in shares.items()),
+            )
+        if trainer.dist.is_main and trainer.precision_choice is not None:
+            log.info("precision auto: %s", trainer.precision_choice.describe())
         summary = trainer.fit()
         if trainer.dist.is_main:
             from lungseg.training.finalize import finalize_run
