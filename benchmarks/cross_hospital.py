@@ -1,85 +1,188 @@
-"""Generalisation to another hospital: train on Shenzhen alone, test on Montgomery.
+"""Leave one source out: each source scored by a model trained without it, and by a reference.
 
-    .venv/bin/python benchmarks/cross_hospital.py --data ../shared/data --out runs/cross_hospital
+    .venv/bin/python benchmarks/cross_hospital.py --data ../shared/data --out runs/loso
 
-Writes the split it uses (``shenzhen_to_montgomery.json``: Shenzhen's 566 pairs shuffled with
-seed 0 into 85% train / 15% val, all 138 Montgomery pairs as test) into the output folder, trains
-with ``--preset cpu`` (val picks the checkpoint and threshold, as always), evaluates on
-Montgomery with the ``lungseg evaluate`` code path, and, for reference, evaluates the shipped
-model on the same images. The shipped model saw 55 Montgomery X-rays in training, so the fair
-comparison is on the 42 Montgomery images of ``paper_433.json``'s test subset, which neither model
-saw; both subsets are reported (``results.json``).
+For each held-out source S (``--sources``; default every source of ``--split``, which defaults
+to ``DATA/splits/multi_source.json``) it writes ``without_<S>.json`` into the output folder:
+``train`` and ``val`` are the split's minus S's ids, ``test`` is S's ids of the split's test
+subset. lungseg's trainer trains ``without_<S>/`` on it with ``--preset`` (default ``cpu``) for
+``--budget-min`` (default: the preset's); val, which holds no S image, picks the checkpoint and
+the threshold. A run with a ``summary.json`` is not retrained; an interrupted one resumes from
+its ``last.pt``.
+
+Every held-out model and the reference model (``--reference WEIGHTS``; default the shipped
+weights) are evaluated on the same X-rays of S by the ``lungseg evaluate`` code path (logits
+resized to each manual mask's original size, each model's own threshold, no post-processing),
+on two sets:
+
+- ``test``: S's ids of the split's test subset, which no model trained on the split has seen:
+  the fair comparison, and the one in ``results.md``'s first table.
+- ``all``: every S pair of the split (train + val + test). The held-out model saw none; a
+  reference trained on this split learnt from S's train ids and chose its checkpoint on S's val
+  ids, so it is favoured here.
+
+``results.json`` and ``results.md`` cover the sources of that invocation. ``results.json``
+records the split the reference's weights name (``reference.split``): the reference is "a model
+that saw S" only if that split holds S's ids, so for a source the shipped model never saw, pass
+a multi-source run's ``model.safetensors`` as ``--reference``.
+
+Numbers (``results.md``; ``results.json`` has every metric of ``lungseg evaluate --json``):
+Dice and IoU are means over images of the per-image scores; HD95 is the 95th-percentile
+Hausdorff distance in pixels of the original mask, mean over the images where it is defined
+(``undefined`` counts the others); a gap is held-out minus reference, so a negative Dice gap
+or a positive HD95 gap is what S's absence from training costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
+import logging
+import os
+import shlex
+import sys
 from pathlib import Path
+from typing import Any
 
 from lungseg.atomic import atomic_write_text
 from lungseg.cli.evaluate import format_table, summary_json
-from lungseg.config import apply_overrides, get_preset
-from lungseg.data.discovery import discover, load_split, select
+from lungseg.config import TrainConfig, apply_overrides, get_preset
+from lungseg.data.discovery import SUBSETS, Pair, discover, load_split, select
 from lungseg.evaluate import evaluate
 from lungseg.inference import Segmenter
 from lungseg.metrics import MetricAccumulator
 from lungseg.training import train
+from lungseg.training.trainer import FINAL, LAST
+from lungseg.weights import SHIPPED_WEIGHTS
 
-SPLIT_NAME = "shenzhen_to_montgomery.json"
+
+def source_of(pair_id: str) -> str:
+    """Pair ids are ``<source>/<stem>``."""
+    return pair_id.split("/", 1)[0]
 
 
-def write_split(data: Path, out: Path, seed: int) -> Path:
-    by_source = discover(data).by_source()
-    train_ids = sorted(pair.id for pair in by_source["shenzhen"])
-    random.Random(seed).shuffle(train_ids)
-    n_val = round(0.15 * len(train_ids))
-    split = {
-        "description": f"Shenzhen only for training (85/15 train/val, seed {seed}); "
-        "all of Montgomery as test. Written by benchmarks/cross_hospital.py.",
-        "train": sorted(train_ids[n_val:]),
-        "val": sorted(train_ids[:n_val]),
-        "test": sorted(pair.id for pair in by_source["montgomery"]),
+def write_held_out_split(split: dict[str, list[str]], source: str, origin: Path, out: Path) -> Path:
+    """``without_<source>.json``: train/val without ``source``, its test ids as test."""
+    held_out = {
+        "description": f"{origin.name} without {source} in train and val; {source}'s test ids "
+        "as test. Written by benchmarks/cross_hospital.py.",
+        **{s: [i for i in split[s] if source_of(i) != source] for s in ("train", "val")},
+        "test": [i for i in split["test"] if source_of(i) == source],
     }
-    path = out / SPLIT_NAME
-    atomic_write_text(path, json.dumps(split, indent=1) + "\n")
+    path = out / f"without_{source}.json"
+    atomic_write_text(path, json.dumps(held_out, indent=1) + "\n")
     return path
 
 
-def main() -> int:
+def train_held_out(config: TrainConfig, data: Path, split: Path, run: Path) -> Path:
+    """Train (or resume) the run unless it has finished; its weights."""
+    if not (run / "summary.json").is_file():
+        train(config, data, split, run, resume=(run / LAST).is_file())
+    return run / FINAL
+
+
+def score(segmenter: Segmenter, pairs: list[Pair], test_ids: set[str], name: str) -> dict[str, Any]:
+    """``summary_json`` on S's test pairs and on all of S's pairs, from one evaluation pass."""
+    scored = evaluate(segmenter, pairs)
+    test = MetricAccumulator()
+    test.extend(r for r in scored.state() if r["id"] in test_ids)
+    result = {}
+    for subset, metrics in (("test", test), ("all", scored)):
+        aggregate = metrics.aggregate()
+        print(f"\n{name}, {subset} ({aggregate['n']} images):\n{format_table(aggregate)}")
+        result[subset] = summary_json(aggregate)
+    return result
+
+
+def render(results: dict[str, Any]) -> str:
+    """Two markdown tables (S's test ids, all S's pairs) under the command that made them."""
+    reference = results["reference"]
+    lines = [
+        f"`{results['command']}`",
+        "",
+        f"Leave one source out of {results['split']}: each held-out model trained by lungseg's "
+        f"trainer, preset `{results['preset']}`, {results['time_budget_min']:g} min, seed "
+        f"{results['seed']}; reference `{reference['weights']}` (trained on "
+        f"{reference['split'] or 'an unrecorded split'}). Metrics at original resolution, mean "
+        "over images, each model's own threshold, no post-processing; gap = held-out - reference.",
+    ]
+    titles = {"test": "S's ids of the split's test subset", "all": "every S pair of the split"}
+    for subset, title in titles.items():
+        lines += [
+            "",
+            f"On {title}:",
+            "",
+            "| held-out source S | n | held-out Dice | IoU | HD95 (px) "
+            "| reference Dice | IoU | HD95 (px) | Dice gap | HD95 gap |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for source, result in results["sources"].items():
+            held, ref = result["held_out"][subset], result["reference"][subset]
+            lines.append(
+                f"| {source} | {held['n']} | {held['dice']:.4f} | {held['iou']:.4f} "
+                f"| {held['hd95']:.2f} | {ref['dice']:.4f} | {ref['iou']:.4f} | {ref['hd95']:.2f} "
+                f"| {held['dice'] - ref['dice']:+.4f} | {held['hd95'] - ref['hd95']:+.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--out", type=Path, default=Path("runs/cross_hospital"))
-    parser.add_argument("--budget-min", type=float, default=get_preset("cpu").time_budget_min)
+    parser.add_argument("--split", type=Path, help="default: DATA/splits/multi_source.json")
+    parser.add_argument("--sources", nargs="+", help="sources to hold out (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("runs/loso"))
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--budget-min", type=float, help="default: the preset's")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--paper-split",
-        type=Path,
-        help="the split the shipped model was trained on (default: DATA/splits/paper_433.json); "
-        "its Montgomery test images were seen by neither model",
-    )
-    args = parser.parse_args()
-    args.paper_split = args.paper_split or args.data / "splits" / "paper_433.json"
-    args.out.mkdir(parents=True, exist_ok=True)
-    split = write_split(args.data, args.out, args.seed)
-    run = args.out / "run"
-    if not (run / "summary.json").is_file():
-        config = apply_overrides(get_preset("cpu"), [f"time_budget_min={args.budget_min}"])
-        train(config, args.data, split, run, resume=(run / "last.pt").is_file())
+    parser.add_argument("--reference", type=Path, help="weights (default: the shipped model)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.split = args.split or args.data / "splits" / "multi_source.json"
+    split = load_split(args.split)
+    if any(subset not in split for subset in SUBSETS):
+        parser.error(f"{args.split} needs train, val and test subsets")
+    ids = [i for subset in SUBSETS for i in split[subset]]
+    sources = sorted({source_of(i) for i in ids})
+    held_out = args.sources or sources
+    for source in held_out:
+        if source not in sources or not any(source_of(i) == source for i in split["test"]):
+            parser.error(f"{source!r} has no test ids in {args.split} (sources: {sources})")
+    overrides = [f"seed={args.seed}"]
+    if args.budget_min is not None:
+        overrides.append(f"time_budget_min={args.budget_min}")
+    config = apply_overrides(get_preset(args.preset), overrides)
 
-    test = select(discover(args.data).pairs, load_split(split), "test")
-    unseen = set(load_split(args.paper_split)["test"])  # Montgomery the shipped model never saw
-    results = {}
-    for name, weights in (("shenzhen_only", run / "model.safetensors"), ("shipped", None)):
-        scored = evaluate(Segmenter.from_pretrained(weights), test)
-        both_unseen = MetricAccumulator()
-        both_unseen.extend(r for r in scored.state() if r["id"] in unseen)
-        for subset, metrics in (("all_montgomery", scored), ("paper_test_montgomery", both_unseen)):
-            aggregate = metrics.aggregate()
-            print(f"\n{name} on {subset} ({aggregate['n']} images):\n{format_table(aggregate)}")
-            results.setdefault(name, {})[subset] = summary_json(aggregate)
-    atomic_write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    found = discover(args.data).pairs
+    reference = Segmenter.from_pretrained(args.reference)
+    results: dict[str, Any] = {
+        "command": shlex.join([os.path.relpath(sys.executable), *sys.argv]),
+        "split": str(args.split),
+        "preset": args.preset,
+        "time_budget_min": config.time_budget_min,
+        "seed": config.seed,
+        "reference": {
+            "weights": str(args.reference) if args.reference else f"shipped {SHIPPED_WEIGHTS}",
+            "split": reference.info.extra.get("split"),
+        },
+        "sources": {},
+    }
+    for source in held_out:
+        split_path = write_held_out_split(split, source, args.split, args.out)
+        run = args.out / f"without_{source}"
+        weights = train_held_out(config, args.data, split_path, run)
+        pairs = select(found, {"all": [i for i in ids if source_of(i) == source]}, "all")
+        test_ids = {i for i in split["test"] if source_of(i) == source}
+        results["sources"][source] = {
+            "split": str(split_path),
+            "run": str(run),
+            "held_out": score(Segmenter.from_pretrained(weights), pairs, test_ids, run.name),
+            "reference": score(reference, pairs, test_ids, "reference"),
+        }
+        atomic_write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_text(args.out / "results.md", render(results))
+    print("\n" + render(results))
     return 0
 
 

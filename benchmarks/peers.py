@@ -1,22 +1,38 @@
 """Train peers and lungseg models on the same split, input size and wall-clock budget; compare.
 
-Every model is trained by lungseg's own trainer (``--preset cpu``: same augmentation, loss,
-optimiser, schedule and time budget) and evaluated by the same ``lungseg evaluate`` code path
-(logits resized to the ORIGINAL mask size, threshold chosen on val), so the table compares
-architectures and nothing else. Peers enter lungseg's registry from here, so the package itself
-never imports smp or MONAI.
+Every model is trained by lungseg's own trainer with one preset (``--preset``, default ``cpu``:
+same augmentation, source weights, loss, optimiser, schedule and time budget, ``--budget-min``
+defaulting to the preset's) on one split (``--split``, default
+``DATA/splits/multi_source.json``), and evaluated by the same ``lungseg evaluate`` code path
+(logits resized to the ORIGINAL mask size, threshold chosen on val, no post-processing) on its
+test subset, so the table compares architectures and nothing else. ``peers.md`` gives Dice and
+HD95 (px) as means over all test images and over each source's; ``peers.json`` has every metric.
+Peers enter lungseg's registry from here, so the package itself never imports smp or MONAI.
 
-Runs in the benchmark environment (see benchmarks/README.md), because smp needs torchvision:
+Runs in the benchmark environment (see benchmarks/README.md), because smp needs torchvision.
+The multi-source comparison (``cpu`` preset, 90 min per model):
 
     .venv-bench/bin/python benchmarks/peers.py --data ../shared/data \
         --models msag_unet_cpu unet attention_unet smp_unet_r34 monai_attention_unet \
-        --budget-min 45 --out runs/peers
+        --out runs/peers_multi
+
+The README's earlier 45-minute comparison on the paper split is its command plus the paper
+split and the paper-data recipe (``cpu_paper``, which is the ``cpu`` preset of that time):
+
+    OMP_NUM_THREADS=1 taskset -c 1 .venv-bench/bin/python benchmarks/peers.py \
+        --data ../shared/data --split ../shared/data/splits/paper_433.json --preset cpu_paper \
+        --models msag_unet_cpu unet attention_unet smp_unet_r34 monai_attention_unet \
+        --budget-min 45 --threads 1 --out runs/peers_1core
+
+(The trainer now picks the epoch and threshold by the mean of the per-source val Dice rather
+than by the mean over val images, so a rerun can differ slightly from that table.)
 
 On a machine that is also used for other work, give the comparison one core of its own so every
 model trains under the same conditions: ``taskset -c 1 ... --threads 1``.
 
 A finished model is not retrained (its ``summary.json`` exists); an interrupted one resumes from
-its last checkpoint. ``--models`` may name the shipped weights as ``shipped`` (evaluated only).
+its last checkpoint, so one ``--out`` folder must keep one split and preset.
+``--models`` may name the shipped weights as ``shipped`` (evaluated only).
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import monai_attention_unet, smp_unet_r34  # noqa: E402  (the peers' constructors)
 
+from lungseg.cli.evaluate import TABLE_METRICS, summary_json  # noqa: E402
 from lungseg.config import apply_overrides, get_preset  # noqa: E402
 from lungseg.data.discovery import discover, load_split, select  # noqa: E402
 from lungseg.evaluate import evaluate  # noqa: E402
@@ -73,7 +90,7 @@ def train_one(name: str, args: argparse.Namespace) -> Path:
     if (out / "summary.json").is_file():
         return out / "model.safetensors"
     config = apply_overrides(
-        get_preset("cpu"),
+        get_preset(args.preset),
         [f"model={json.dumps(name)}", f"time_budget_min={args.budget_min}", f"seed={args.seed}"],
     )
     resume = (out / "last.pt").is_file()
@@ -85,7 +102,7 @@ def evaluate_one(name: str, weights: Path | None, args: argparse.Namespace) -> d
     segmenter = Segmenter.from_pretrained(weights)
     pairs = select(discover(args.data).pairs, load_split(args.split), "test")
     started = time.perf_counter()
-    aggregate = evaluate(segmenter, pairs).aggregate()
+    summary = summary_json(evaluate(segmenter, pairs).aggregate())
     run = json.loads((weights.parent / "summary.json").read_text()) if weights else {}
     params = sum(p.numel() for p in segmenter.model.parameters())
     return {
@@ -94,31 +111,36 @@ def evaluate_one(name: str, weights: Path | None, args: argparse.Namespace) -> d
         "epochs": run.get("epochs"),
         "train_min": round(run.get("train_seconds", 0) / 60, 1) if run else None,
         "threshold": segmenter.threshold,
-        "n": aggregate["n"],
-        **{
-            m: aggregate["mean"][m]
-            for m in ("dice", "iou", "accuracy", "precision", "recall", "hd95", "assd")
-        },
+        "n": summary["n"],
+        **{m: summary[m] for m in TABLE_METRICS},
+        "per_source": summary["per_source"],
         "eval_seconds": round(time.perf_counter() - started, 1),
     }
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """Dice and HD95, mean over all test images and over each source's, best Dice first."""
+    per_source = rows[0]["per_source"]  # every row scores the same test images
+    sources = sorted(per_source)
+    counts = [f"all ({rows[0]['n']})", *(f"{s} ({per_source[s]['n']})" for s in sources)]
     lines = [
-        f"Test subset of {args.split.name} ({rows[0]['n']} images), metrics at original "
-        f"resolution, mean over images; every model trained by `lungseg train --preset cpu` for "
-        f"{args.budget_min:g} min with {torch.get_num_threads()} CPU thread(s) on this machine; "
-        "no post-processing.",
+        f"Test subset of {args.split.name}, metrics at original resolution, mean over the "
+        "images of all and of each source (n), HD95 in pixels; every model trained by "
+        f"lungseg's trainer with `--preset {args.preset}` for {args.budget_min:g} min with "
+        f"{torch.get_num_threads()} CPU thread(s) on this machine; no post-processing.",
         "",
-        "| model | params (M) | epochs | Dice | IoU | accuracy | precision | recall "
-        "| HD95 (px) | ASSD (px) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | params (M) | epochs | train min | "
+        + " | ".join([*(f"Dice {c}" for c in counts), "HD95 all", *(f"HD95 {s}" for s in sources)])
+        + " |",
+        "|---|---|---|---|" + "---|" * (2 * len(counts)),
     ]
     for r in sorted(rows, key=lambda r: -r["dice"]):
+        parts = [r, *(r["per_source"][s] for s in sources)]
+        cells = [f"{p['dice']:.4f}" for p in parts] + [f"{p['hd95']:.2f}" for p in parts]
         lines.append(
-            f"| {r['model']} | {r['params_m']} | {r['epochs'] or '-'} | {r['dice']:.4f} "
-            f"| {r['iou']:.4f} | {r['accuracy']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} "
-            f"| {r['hd95']:.2f} | {r['assd']:.2f} |"
+            f"| {r['model']} | {r['params_m']} | {r['epochs'] or '-'} | {r['train_min'] or '-'} | "
+            + " | ".join(cells)
+            + " |"
         )
     return "\n".join(lines) + "\n"
 
@@ -126,9 +148,10 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--split", type=Path)
+    parser.add_argument("--split", type=Path, help="default: DATA/splits/multi_source.json")
     parser.add_argument("--models", nargs="+", default=["msag_unet_cpu", *PEERS])
-    parser.add_argument("--budget-min", type=float, default=get_preset("cpu").time_budget_min)
+    parser.add_argument("--preset", default="cpu", help="lungseg training preset for every model")
+    parser.add_argument("--budget-min", type=float, help="default: the preset's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/peers"))
     parser.add_argument(
@@ -140,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.split = args.split or args.data / "splits" / "paper_433.json"
+    args.split = args.split or args.data / "splits" / "multi_source.json"
+    if args.budget_min is None:
+        args.budget_min = get_preset(args.preset).time_budget_min
     register_peers()
+    args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models:
         weights = None if name == "shipped" else train_one(name, args)

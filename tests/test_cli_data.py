@@ -120,6 +120,8 @@ def test_shared_data_passes(data_root, split_file, capsys):
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     assert rows["montgomery"][1:3] == ["138", "512x512"]
     assert rows["shenzhen"][1:3] == ["566", "512x512"]
-    assert rows["total"][1] == "704"
+    assert rows["wingspan"][1:3] == ["259", "512x512"]
+    assert rows["covidqu"][1:3] == ["2238", "256x256"]
+    assert int(rows["total"][1]) == 138 + 566 + 259 + 2238
     assert "train 282, val 211, test 211" in out
     assert "No problems found." in out

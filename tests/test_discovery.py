@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lungseg.data.discovery import discover, load_split, select
+from lungseg.data.discovery import SUBSETS, discover, load_split, select
 from lungseg.errors import InvalidInputError, LungsegError
 
 
@@ -198,15 +198,33 @@ def test_malformed_split(tmp_path, content, error):
 # --- the shared data --------------------------------------------------------------------------
 
 
+# What the shared data's README states, per source (the total grows when a source is added).
+SHARED_SOURCES = {"covidqu": 2238, "montgomery": 138, "shenzhen": 566, "wingspan": 259}
+
+
 @pytest.mark.data
 def test_shared_data(data_root, split_file):
     start = time.perf_counter()
     found = discover(data_root)
     assert time.perf_counter() - start < 1.0
-    assert len(found.pairs) == 704 and found.problems == []
-    assert {s: len(p) for s, p in found.by_source().items()} == {"montgomery": 138, "shenzhen": 566}
+    assert found.problems == []
+    assert {s: len(p) for s, p in found.by_source().items()} == SHARED_SOURCES
     split = load_split(split_file)
     sizes = {subset: len(select(found.pairs, split, subset)) for subset in split}
     assert sizes == {"train": 282, "val": 211, "test": 211}
     pair = select(found.pairs, split, "test")[0]
     assert pair.image.is_file() and pair.masks[0].is_file()
+
+
+@pytest.mark.data
+def test_multi_source_split_keeps_the_paper_split_and_covers_every_source(data_root, split_file):
+    found = discover(data_root)
+    paper, multi = load_split(split_file), load_split(data_root / "splits" / "multi_source.json")
+    for subset in SUBSETS:
+        by_source: dict[str, int] = {}
+        for pair in select(found.pairs, multi, subset):
+            by_source[pair.source] = by_source.get(pair.source, 0) + 1
+        assert set(by_source) == set(SHARED_SOURCES), subset
+        paper_ids = {i for i in multi[subset] if i.split("/")[0] in ("montgomery", "shenzhen")}
+        assert paper_ids == set(paper[subset]), subset
+    assert [len(multi[s]) for s in SUBSETS] == [2230, 485, 486]
