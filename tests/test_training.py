@@ -176,3 +176,62 @@ def test_paper_preset_starts_checkpoints_and_resumes_at_512(
     assert isinstance(resumed.optimizer, torch.optim.Adam)
     lrs = [row["lr"] for row in state["history"]]
     assert 1e-6 <= lrs[1] < lrs[0] <= 1e-4  # the paper's lr, decaying towards 1e-6
+
+
+@pytest.fixture(scope="module")
+def multi_source_split(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six train and three val pairs of each of the four sources of multi_source.json."""
+    ids = json.loads((data_root / "splits" / "multi_source.json").read_text())
+
+    def pick(subset: str, n: int) -> list[str]:
+        sources = sorted({i.split("/")[0] for i in ids[subset]})
+        return [i for s in sources for i in [i for i in ids[subset] if i.startswith(s + "/")][:n]]
+
+    path = tmp_path_factory.mktemp("split") / "multi.json"
+    path.write_text(json.dumps({"train": pick("train", 6), "val": pick("val", 3), "test": []}))
+    return path
+
+
+def test_multi_source_run_reports_each_source_and_resumes_exactly(
+    data_root: Path, multi_source_split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four sources, hospital augmentation, COVID-QU-Ex at half weight; crash, resume, compare."""
+    config = smoke_config(
+        epochs=3,
+        augment=True,
+        augmentation="hospital",
+        source_weights={"covidqu": 0.5},
+        deterministic=True,
+        precision="fp32",
+    )
+    straight = Trainer(config, data_root, multi_source_split, tmp_path / "straight")
+    straight.fit()
+    sources = ("covidqu", "montgomery", "shenzhen", "wingspan")
+    for row in straight.history:
+        per_source = [row[f"val_dice_{s}"] for s in sources]
+        assert row["val_dice"] == pytest.approx(sum(per_source) / 4)
+    header = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {f"val_dice_{s}" for s in sources} <= set(header)
+
+    real_epoch = Trainer._train_epoch
+
+    def crash_in_third_epoch(self: Trainer) -> float:
+        if self.epoch == 2:
+            raise RuntimeError("simulated crash")
+        return real_epoch(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash_in_third_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(config, data_root, multi_source_split, tmp_path / "crashed").fit()
+    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
+    resumed = Trainer(config, data_root, multi_source_split, tmp_path / "crashed")
+    resumed.resume()
+    resumed.fit()
+    def without_time(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+    assert without_time(resumed.history) == without_time(straight.history)
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
