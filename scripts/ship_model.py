@@ -1,50 +1,83 @@
 """Package a finished training run as lungseg's shipped model, with its model card.
 
-    .venv/bin/python scripts/ship_model.py runs/ship_msag_cpu --data ../shared/data
+    .venv/bin/python scripts/ship_model.py runs/ms_cpu --data ../shared/data \
+        --split ../shared/data/splits/multi_source.json
 
 Copies the run's ``model.safetensors`` into ``src/lungseg/weights/`` in fp16 (half the size; the
-card's metrics are measured on the fp16 copy, exactly as users get it), evaluates it on the test
-subset of the paper split with the same code as ``lungseg evaluate``, and writes the model card
-JSON next to it: model and config, the training command, data, split, threshold, test metrics
-(all images and a fixed 24-image subset that the tests re-check) and the command that reproduces
-them.
+card's metrics are measured on the fp16 copy, exactly as users get it), evaluates it on the val
+and test subsets of the split with the same code as ``lungseg evaluate`` (per source, without
+and with predict's post-processing), and writes the model card JSON next to it: model and config,
+the training command, the sources and how many images of each it trained on, split, threshold,
+the metrics, and a fixed check subset (the first ids of each source's test images) whose Dice
+``tests/test_shipped_model.py`` re-checks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from lungseg.atomic import atomic_write_text
 from lungseg.cli.evaluate import summary_json
-from lungseg.data.discovery import discover, load_split, select
+from lungseg.data.discovery import Pair, discover, load_split, select
 from lungseg.evaluate import evaluate
 from lungseg.inference import Segmenter
 from lungseg.weights import SHIPPED_WEIGHTS, load_weights, save_weights
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "lungseg" / "weights"
-CHECK_SUBSET = 24  # the first N test ids: re-evaluated by tests/test_shipped_model.py
+CHECK_PER_SOURCE = 6  # the first N test ids of each source: re-evaluated by the tests
+
+SOURCE_NOTES = {
+    "montgomery": "Montgomery County (NLM), manual masks",
+    "shenzhen": "Shenzhen No.3 People's Hospital (NLM), manual masks",
+    "wingspan": "Wingspan (Dong et al. 2018), hand-drawn masks",
+    "covidqu": "COVID-QU-Ex (Qatar University), model-made masks reviewed by people",
+}
+
+
+def check_subset(test: list[Pair]) -> list[Pair]:
+    """The first :data:`CHECK_PER_SOURCE` test pairs of every source, in split order."""
+    taken: Counter[str] = Counter()
+    chosen = []
+    for pair in test:
+        if taken[pair.source] < CHECK_PER_SOURCE:
+            taken[pair.source] += 1
+            chosen.append(pair)
+    return chosen
+
+
+def scores(segmenter: Segmenter, pairs: list[Pair]) -> dict[str, Any]:
+    """``lungseg evaluate``'s summary without and with post-processing."""
+    return {
+        "raw": summary_json(evaluate(segmenter, pairs).aggregate()),
+        "postprocessed": summary_json(evaluate(segmenter, pairs, postprocess=True).aggregate()),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="run folder of `lungseg train`")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--split", type=Path, help="default: DATA/splits/multi_source.json")
     args = parser.parse_args()
-    split = args.data / "splits" / "paper_433.json"
+    split_path = args.split or args.data / "splits" / "multi_source.json"
 
     model, info = load_weights(args.run / "model.safetensors")
     target = PACKAGE_WEIGHTS / SHIPPED_WEIGHTS
     save_weights(target, model, info, half=True)
 
     segmenter = Segmenter.from_pretrained(target)
-    test = select(discover(args.data).pairs, load_split(split), "test")
-    full = summary_json(evaluate(segmenter, test).aggregate())
-    subset = summary_json(evaluate(segmenter, test[:CHECK_SUBSET]).aggregate())
+    pairs, split = discover(args.data).pairs, load_split(split_path)
+    train, val, test = (select(pairs, split, subset) for subset in ("train", "val", "test"))
+    check = check_subset(test)
 
     run = json.loads((args.run / "run.json").read_text())
     summary = json.loads((args.run / "summary.json").read_text())
+    config = json.loads((args.run / "config.json").read_text())
+    trained_on = Counter(pair.source for pair in train)
     card = {
         "name": "lungseg_cxr",
         "model": info.model_config["name"],
@@ -56,20 +89,33 @@ def main() -> int:
         "training": {
             "command": run["command"],
             "preset": run["preset"],
+            "augmentation": config["augmentation"],
+            "source_weights": config["source_weights"],
+            "precision": summary.get("precision", config["precision"]),
             "epochs": summary["epochs"],
             "best_epoch": summary["best_epoch"],
             "train_minutes": round(summary["train_seconds"] / 60, 1),
             "val_dice_original_res": summary["val_dice_original_res"],
         },
-        "data": "Montgomery (138) + Shenzhen (566) chest X-rays with manual lung masks (NLM)",
-        "split": "paper_433.json: train 282 / val 211 (checkpoint, threshold) / test 211",
-        "test_metrics": full,
-        "test_metrics_first_24": subset,
-        "reproduce": "lungseg evaluate --data DATA --split DATA/splits/paper_433.json",
+        "sources": {
+            source: {"train_images": trained_on[source], "about": SOURCE_NOTES.get(source, "")}
+            for source in sorted(trained_on)
+        },
+        "split": f"{split_path.name}: train {len(train)} / val {len(val)} (checkpoint, "
+        f"threshold) / test {len(test)}",
+        "val_metrics": scores(segmenter, val),
+        "test_metrics": scores(segmenter, test),
+        "check_subset": {
+            "ids": [pair.id for pair in check],
+            "metrics": summary_json(evaluate(segmenter, check).aggregate()),
+        },
+        "reproduce": f"lungseg evaluate --data DATA --split DATA/splits/{split_path.name} "
+        "[--postprocess]",
         "license_note": "Research use only; not a medical device. Shenzhen masks CC BY-NC-SA 4.0.",
     }
     atomic_write_text(PACKAGE_WEIGHTS / "lungseg_cxr.json", json.dumps(card, indent=2) + "\n")
-    print(json.dumps({k: full[k] for k in ("n", "dice", "iou", "accuracy", "hd95")}, indent=2))
+    raw = card["test_metrics"]["raw"]
+    print(json.dumps({"test": {k: raw[k] for k in ("n", "dice", "hd95", "per_source")}}, indent=2))
     return 0
 
 

@@ -35,19 +35,38 @@ def test_shipped_weights_are_small_and_match_their_card(card: dict, segmenter: S
     assert segmenter.model.config == card["model_config"]
     assert segmenter.threshold == card["threshold"]
     assert list(segmenter.input_size) == card["input_size"]
-    assert card["test_metrics"]["n"] == 211
+    assert set(card["sources"]) == {"covidqu", "montgomery", "shenzhen", "wingspan"}
+    for subset in ("val_metrics", "test_metrics"):
+        for scored in card[subset].values():
+            assert set(scored["per_source"]) == set(card["sources"]), subset
+
+
+@pytest.mark.data
+def test_card_counts_match_the_split(card: dict, data_root: Path) -> None:
+    split = load_split(data_root / "splits" / "multi_source.json")
+    assert card["test_metrics"]["raw"]["n"] == len(split["test"]) == 486
+    assert card["val_metrics"]["raw"]["n"] == len(split["val"]) == 485
+    trained = {s: card["sources"][s]["train_images"] for s in card["sources"]}
+    assert sum(trained.values()) == len(split["train"])
 
 
 @pytest.mark.data
 def test_evaluate_reproduces_the_cards_dice_on_a_fixed_subset(
-    card: dict, segmenter: Segmenter, data_root: Path, split_file: Path
+    card: dict, segmenter: Segmenter, data_root: Path
 ) -> None:
-    expected = card["test_metrics_first_24"]
-    test = select(discover(data_root).pairs, load_split(split_file), "test")[: expected["n"]]
-    aggregate = evaluate(segmenter, test, progress=False).aggregate()
+    """The card's check subset (the first test ids of every source) scores what the card says."""
+    ids = card["check_subset"]["ids"]
+    expected = card["check_subset"]["metrics"]
+    pairs = select(discover(data_root).pairs, {"test": ids}, "test")
+    assert {pair.source for pair in pairs} == set(card["sources"]) and len(ids) == 24
+    aggregate = evaluate(segmenter, pairs, progress=False).aggregate()
     assert aggregate["n"] == expected["n"] == 24
     assert aggregate["mean"]["dice"] == pytest.approx(expected["dice"], abs=0.002)
     assert aggregate["mean"]["hd95"] == pytest.approx(expected["hd95"], rel=0.02)
+    for source, part in aggregate["per_source"].items():
+        assert part["mean"]["dice"] == pytest.approx(
+            expected["per_source"][source]["dice"], abs=0.002
+        ), source
 
 
 @pytest.mark.data

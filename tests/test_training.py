@@ -227,6 +227,7 @@ def test_multi_source_run_reports_each_source_and_resumes_exactly(
     resumed = Trainer(config, data_root, multi_source_split, tmp_path / "crashed")
     resumed.resume()
     resumed.fit()
+
     def without_time(history: list[dict]) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
