@@ -43,7 +43,35 @@ def test_model_args_override_sets_one_entry() -> None:
     assert config.model_args == {"width": 24, "heads": 2}
 
 
-@pytest.mark.parametrize("bad", ["nope=1", "epochs", "image_size=1x2x3"])
+def test_source_weights_override_sets_one_source_and_keeps_the_others() -> None:
+    config = apply_overrides(get_preset("cpu"), ["source_weights.wingspan=2"])
+    assert config.source_weights == {"covidqu": 0.5, "wingspan": 2}
+    assert get_preset("cpu_paper").source_weights == {}
+    assert (get_preset("cpu").augmentation, get_preset("cpu_paper").augmentation) == (
+        "hospital",
+        "basic",
+    )
+
+
+def test_old_run_configs_without_the_new_fields_keep_their_recipe() -> None:
+    """A config.json written before augmentation kinds existed resumes with the basic set."""
+    old = get_preset("cpu_paper").to_dict()
+    del old["augmentation"], old["source_weights"]
+    config = TrainConfig.from_dict(old)
+    assert (config.augmentation, config.source_weights) == ("basic", {})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "nope=1",
+        "epochs",
+        "image_size=1x2x3",
+        "augmentation=strong",
+        "source_weights.covidqu=-1",
+        'source_weights.covidqu="half"',
+    ],
+)
 def test_bad_overrides_are_clear_errors(bad: str) -> None:
     with pytest.raises(LungsegError):
         apply_overrides(get_preset("cpu"), [bad])

@@ -42,6 +42,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--seed", type=int)
     parser.add_argument(
+        "--source-weight",
+        dest="source_weights",
+        action="append",
+        default=[],
+        metavar="SOURCE=WEIGHT",
+        help="sampling weight of one image of SOURCE relative to the others (default 1 each; "
+        "the cpu preset draws covidqu at 0.5), e.g. --source-weight covidqu=0.25",
+    )
+    parser.add_argument(
+        "--augmentation",
+        choices=("basic", "hospital"),
+        help="training augmentation set (default: the preset's; cpu: hospital)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -82,8 +96,14 @@ def run(args: argparse.Namespace) -> int:
         "device": args.device,
         "precision": args.precision,
         "seed": args.seed,
+        "augmentation": args.augmentation,
     }
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    for item in args.source_weights:
+        source, sep, weight = item.partition("=")
+        if not sep or not source:
+            raise LungsegError(f"--source-weight {item!r} is not SOURCE=WEIGHT")
+        overrides.append(f"source_weights.{source}={weight}")
     config = apply_overrides(config, overrides + args.overrides)
     if (args.out / "last.pt").exists():
         raise LungsegError(
