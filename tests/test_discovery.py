@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -204,9 +203,7 @@ SHARED_SOURCES = {"covidqu": 2238, "montgomery": 138, "shenzhen": 566, "wingspan
 
 @pytest.mark.data
 def test_shared_data(data_root, split_file):
-    start = time.perf_counter()
     found = discover(data_root)
-    assert time.perf_counter() - start < 1.0
     assert found.problems == []
     assert {s: len(p) for s, p in found.by_source().items()} == SHARED_SOURCES
     split = load_split(split_file)
