@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import resource
 import shutil
 import sys
@@ -56,7 +55,7 @@ from lungseg.inference import Segmenter  # noqa: E402
 from lungseg.models import create_model  # noqa: E402
 from lungseg.models.complexity import count_parameters  # noqa: E402
 from lungseg.predict import PredictOptions, predict  # noqa: E402
-from lungseg.runtime import cpu_has_fast_bf16  # noqa: E402
+from lungseg.runtime import cpu_has_fast_bf16, cpu_name  # noqa: E402
 from lungseg.weights import WeightsInfo, save_weights, shipped_weights_path  # noqa: E402
 
 SHIPPED = "shipped"
@@ -421,17 +420,6 @@ def verdict(
         f"Time per image, shipped / smp ({'all' if fast else 'NOT all'} at or below 0.50, the "
         f"2x goal): {listed}. Shipped model {accuracy}"
     )
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def progress(message: str) -> None:
