@@ -135,7 +135,9 @@ class Trainer:
                 training=True,
                 channels_last=config.channels_last,
             )
-            self.runtime = Runtime(self.runtime.device, self.precision_choice.dtype)
+            # Every rank runs rank 0's choice (each measured its own, on a machine they share).
+            bf16 = broadcast_flag(self.precision_choice.dtype == torch.bfloat16, self.dist)
+            self.runtime = Runtime(self.runtime.device, torch.bfloat16 if bf16 else None)
         self.val_sources = sorted({pair.source for pair in self.data.val})
         self.ddp = (
             DistributedDataParallel(
