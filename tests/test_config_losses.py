@@ -51,14 +51,22 @@ def test_source_weights_override_sets_one_source_and_keeps_the_others() -> None:
         "hospital",
         "basic",
     )
+    assert (get_preset("cpu").selection, get_preset("cpu_paper").selection) == (
+        "source_mean",
+        "image_mean",
+    )
 
 
 def test_old_run_configs_without_the_new_fields_keep_their_recipe() -> None:
     """A config.json written before augmentation kinds existed resumes with the basic set."""
     old = get_preset("cpu_paper").to_dict()
-    del old["augmentation"], old["source_weights"]
+    del old["augmentation"], old["source_weights"], old["selection"]
     config = TrainConfig.from_dict(old)
-    assert (config.augmentation, config.source_weights) == ("basic", {})
+    assert (config.augmentation, config.source_weights, config.selection) == (
+        "basic",
+        {},
+        "image_mean",
+    )
 
 
 @pytest.mark.parametrize(
@@ -68,6 +76,7 @@ def test_old_run_configs_without_the_new_fields_keep_their_recipe() -> None:
         "epochs",
         "image_size=1x2x3",
         "augmentation=strong",
+        "selection=worst_source",
         "source_weights.covidqu=-1",
         'source_weights.covidqu="half"',
     ],

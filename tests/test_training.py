@@ -21,6 +21,28 @@ from lungseg.weights import load_weights
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 
+def crash_then_resume(
+    config, data_root: Path, split: Path, out: Path, crash_epoch: int, monkeypatch
+) -> Trainer:
+    """Train ``out`` until epoch ``crash_epoch`` raises, then resume it to the end."""
+    real_epoch = Trainer._train_epoch
+
+    def crashing(self: Trainer) -> float:
+        if self.epoch == crash_epoch:
+            raise RuntimeError("simulated crash")
+        return real_epoch(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(config, data_root, split, out).fit()
+    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
+    assert load_checkpoint(out / "last.pt")["epoch"] == crash_epoch
+    resumed = Trainer(config, data_root, split, out)
+    resumed.resume()
+    resumed.fit()
+    return resumed
+
+
 def smoke_config(**overrides: object):
     config = get_preset("smoke")
     return apply_overrides(config, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
@@ -153,22 +175,7 @@ def test_paper_preset_starts_checkpoints_and_resumes_at_512(
     tiny = tmp_path / "tiny.json"
     tiny.write_text(json.dumps({"train": ids["train"][:4], "val": ids["val"][:2], "test": []}))
     config = apply_overrides(get_preset("paper"), ["epochs=2", "workers=0"])
-    real_epoch = Trainer._train_epoch
-
-    def crash_in_second_epoch(self: Trainer) -> float:
-        if self.epoch == 1:
-            raise RuntimeError("simulated crash")
-        return real_epoch(self)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", crash_in_second_epoch)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(config, data_root, tiny, tmp_path / "run").fit()
-    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
-
-    resumed = Trainer(config, data_root, tiny, tmp_path / "run")
-    resumed.resume()
-    resumed.fit()
+    resumed = crash_then_resume(config, data_root, tiny, tmp_path / "run", 1, monkeypatch)
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert json.loads(state["config"])["image_size"] == [512, 512]
@@ -201,6 +208,7 @@ def test_multi_source_run_reports_each_source_and_resumes_exactly(
         augment=True,
         augmentation="hospital",
         source_weights={"covidqu": 0.5},
+        selection="source_mean",
         deterministic=True,
         precision="fp32",
     )
@@ -213,20 +221,9 @@ def test_multi_source_run_reports_each_source_and_resumes_exactly(
     header = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {f"val_dice_{s}" for s in sources} <= set(header)
 
-    real_epoch = Trainer._train_epoch
-
-    def crash_in_third_epoch(self: Trainer) -> float:
-        if self.epoch == 2:
-            raise RuntimeError("simulated crash")
-        return real_epoch(self)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", crash_in_third_epoch)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(config, data_root, multi_source_split, tmp_path / "crashed").fit()
-    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
-    resumed = Trainer(config, data_root, multi_source_split, tmp_path / "crashed")
-    resumed.resume()
-    resumed.fit()
+    resumed = crash_then_resume(
+        config, data_root, multi_source_split, tmp_path / "crashed", 2, monkeypatch
+    )
 
     def without_time(history: list[dict]) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in history]

@@ -15,6 +15,7 @@ from typing import Any
 from lungseg.errors import LungsegError
 
 AUGMENTATIONS = ("basic", "hospital")  # lungseg.data.augment.train_augmentation's kinds
+SELECTIONS = ("image_mean", "source_mean")
 
 
 @dataclass
@@ -43,6 +44,9 @@ class TrainConfig:
             ``source/stem``); unlisted sources weigh 1. ``{"covidqu": 0.5}`` draws a COVID-QU-Ex
             image half as often as a manual-mask image. An epoch still draws as many images as
             the training set holds, with replacement when any weight differs from 1.
+        selection: what picks the best epoch and the threshold on val: ``"image_mean"`` (mean
+            Dice over val images) or ``"source_mean"`` (the mean over sources of each source's
+            mean Dice, so a large source cannot hide a loss on a small one).
         soft_masks: train on each pixel's lung fraction at the network size instead of the mask
             cut at 0.5 (the boundary keeps its sub-pixel position; validation stays binary).
         precision: ``"auto"`` (bf16 autocast on CPU, fp16 AMP on CUDA), ``"bf16"``, ``"fp16"``
@@ -74,6 +78,7 @@ class TrainConfig:
     augment: bool = True
     augmentation: str = "basic"
     source_weights: dict[str, float] = field(default_factory=dict)
+    selection: str = "image_mean"
     soft_masks: bool = False
     precision: str = "auto"
     channels_last: bool = True
@@ -89,6 +94,10 @@ class TrainConfig:
         if self.augmentation not in AUGMENTATIONS:
             raise LungsegError(
                 f"unknown augmentation {self.augmentation!r}; use {' or '.join(AUGMENTATIONS)}"
+            )
+        if self.selection not in SELECTIONS:
+            raise LungsegError(
+                f"unknown selection {self.selection!r}; use {' or '.join(SELECTIONS)}"
             )
         if not isinstance(self.source_weights, dict) or not all(
             isinstance(w, (int, float)) and w >= 0 for w in self.source_weights.values()
@@ -147,6 +156,7 @@ _CPU = TrainConfig(
     workers=1,
     augmentation="hospital",
     source_weights={"covidqu": 0.5},
+    selection="source_mean",
 )
 
 PRESETS: dict[str, TrainConfig] = {
@@ -168,7 +178,11 @@ PRESETS: dict[str, TrainConfig] = {
     # The earlier shipped model's recipe, for the paper split's 282 training images
     # (splits/paper_433.json): the same network and schedule, the basic augmentation, 45 minutes.
     "cpu_paper": dataclasses.replace(
-        _CPU, time_budget_min=45.0, augmentation="basic", source_weights={}
+        _CPU,
+        time_budget_min=45.0,
+        augmentation="basic",
+        source_weights={},
+        selection="image_mean",
     ),
     # A seconds-long run for tests and smoke checks (tiny images; not a model to use).
     "smoke": TrainConfig(

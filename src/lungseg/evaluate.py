@@ -147,12 +147,15 @@ def tune_threshold(
     segmenter: Segmenter,
     pairs: Sequence[Pair],
     candidates: Sequence[float] = THRESHOLDS,
+    *,
+    by_source: bool = False,
     **kwargs: Any,
 ) -> tuple[float, dict[float, float]]:
     """The threshold with the best Dice at original resolution (run it on VAL, never test).
 
-    The score is the mean over sources of each source's mean Dice (over images when there is
-    one source), as the trainer selects epochs, so the largest source does not choose alone.
+    The score is the mean Dice over images or, with ``by_source``, the mean over sources of each
+    source's mean Dice (the trainer's ``selection="source_mean"``), so the largest source does
+    not choose alone.
     """
     sums: dict[str, dict[float, float]] = {}
     counts: dict[str, int] = {}
@@ -162,9 +165,12 @@ def tune_threshold(
         for t in per_threshold:
             per_threshold[t] += dice(item["prob"] > t, item["truth"])
         counts[source] = counts.get(source, 0) + 1
-    scores = {
-        float(t): sum(sums[s][float(t)] / counts[s] for s in sums) / max(len(sums), 1)
-        for t in candidates
-    }
+
+    def score(t: float) -> float:
+        if by_source:
+            return sum(sums[s][t] / counts[s] for s in sums) / max(len(sums), 1)
+        return sum(sums[s][t] for s in sums) / max(sum(counts.values()), 1)
+
+    scores = {float(t): score(float(t)) for t in candidates}
     best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))
     return best, scores

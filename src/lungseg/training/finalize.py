@@ -34,7 +34,12 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
     model, info = load_weights(out / BEST)
     segmenter = Segmenter(model, info, device="cpu", precision="fp32")
     workers = min(trainer.config.workers, 2)
-    threshold, scores = tune_threshold(segmenter, trainer.data.val, workers=workers)
+    threshold, scores = tune_threshold(
+        segmenter,
+        trainer.data.val,
+        workers=workers,
+        by_source=trainer.config.selection == "source_mean",
+    )
     info.threshold = threshold
     info.extra.update(
         {

@@ -402,14 +402,13 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         """Loss, IoU and Dice per image at the network's resolution (cheap; for selection).
 
-        Dice is also reported per source, and ``dice`` (what selects the best epoch) is the mean
-        of the per-source means, so a large source cannot hide a loss on a small one. With one
-        source it is the plain mean over images.
+        Dice is also reported per source; ``dice`` (what selects the best epoch) is the mean
+        over images or, with ``selection="source_mean"``, the mean of the per-source means.
         """
         self.ddp.eval()
         index = {source: i for i, source in enumerate(self.val_sources)}
-        # loss*n, iou, n, then (dice sum, count) per source
-        sums = [0.0, 0.0, 0.0] + [0.0] * (2 * len(index))
+        # loss*n, iou, n, dice, then (dice sum, count) per source
+        sums = [0.0, 0.0, 0.0, 0.0] + [0.0] * (2 * len(index))
         for batch in self._loader(self.val_set, self.epoch, train=False):
             images, masks = self._to_device(batch["image"]), self._to_device(batch["mask"])
             with self.runtime.autocast():
@@ -424,14 +423,17 @@ class Trainer:
             dice = torch.where(size > 0, 2 * inter / size.clamp(min=1), 1.0).tolist()
             sums[1] += torch.where(union > 0, inter / union.clamp(min=1), 1.0).sum().item()
             sums[2] += len(images)
+            sums[3] += sum(dice)
             for source, value in zip(batch["source"], dice, strict=True):
-                slot = 3 + 2 * index[source]
+                slot = 4 + 2 * index[source]
                 sums[slot] += value
                 sums[slot + 1] += 1.0
         totals = all_reduce_sum(sums, self.dist)
-        loss, iou, n = totals[:3]
-        per_source = {source: totals[3 + 2 * i] / totals[4 + 2 * i] for source, i in index.items()}
-        result = {"loss": loss / n, "iou": iou / n, "dice": sum(per_source.values()) / len(index)}
+        loss, iou, n, dice_sum = totals[:4]
+        per_source = {source: totals[4 + 2 * i] / totals[5 + 2 * i] for source, i in index.items()}
+        by_source = self.config.selection == "source_mean"
+        dice = sum(per_source.values()) / len(index) if by_source else dice_sum / n
+        result = {"loss": loss / n, "iou": iou / n, "dice": dice}
         result.update({f"dice_{source}": value for source, value in per_source.items()})
         return result
 
