@@ -84,7 +84,7 @@ def plot_loss_curves(path: Path, history: Sequence[dict[str, Any]]) -> None:
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
     per_source = [key for key in _columns(history) if key.startswith("val_dice_")]
-    label = "val Dice (mean of sources)" if per_source else "val Dice"
+    label = "val Dice (selects the epoch)" if per_source else "val Dice"
     ax_dice.plot(epochs, [row["val_dice"] for row in history], color="black", label=label)
     for key in per_source:
         values = [row.get(key, float("nan")) for row in history]
