@@ -23,8 +23,8 @@ on two sets:
 
 ``results.json`` and ``results.md`` cover the sources of that invocation. ``results.json``
 records the split the reference's weights name (``reference.split``): the reference is "a model
-that saw S" only if that split holds S's ids, so for a source the shipped model never saw, pass
-a multi-source run's ``model.safetensors`` as ``--reference``.
+that saw S" only if that split holds S's ids. The shipped model was trained on
+``multi_source.json`` and saw every source; an older weights file may not have.
 
 Numbers (``results.md``; ``results.json`` has every metric of ``lungseg evaluate --json``):
 Dice and IoU are means over images of the per-image scores; HD95 is the 95th-percentile
