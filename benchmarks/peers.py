@@ -24,8 +24,7 @@ split and the paper-data recipe (``cpu_paper``, which is the ``cpu`` preset of t
         --models msag_unet_cpu unet attention_unet smp_unet_r34 monai_attention_unet \
         --budget-min 45 --threads 1 --out runs/peers_1core
 
-(The trainer now picks the epoch and threshold by the mean of the per-source val Dice rather
-than by the mean over val images, so a rerun can differ slightly from that table.)
+(``cpu_paper`` picks the epoch and threshold by the mean over val images, as those runs did.)
 
 On a machine that is also used for other work, give the comparison one core of its own so every
 model trains under the same conditions: ``taskset -c 1 ... --threads 1``.

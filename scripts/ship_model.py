@@ -25,6 +25,7 @@ from lungseg.cli.evaluate import summary_json
 from lungseg.data.discovery import Pair, discover, load_split, select
 from lungseg.evaluate import evaluate
 from lungseg.inference import Segmenter
+from lungseg.metrics import MetricAccumulator
 from lungseg.weights import SHIPPED_WEIGHTS, load_weights, save_weights
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "lungseg" / "weights"
@@ -49,12 +50,15 @@ def check_subset(test: list[Pair]) -> list[Pair]:
     return chosen
 
 
-def scores(segmenter: Segmenter, pairs: list[Pair]) -> dict[str, Any]:
-    """``lungseg evaluate``'s summary without and with post-processing."""
-    return {
-        "raw": summary_json(evaluate(segmenter, pairs).aggregate()),
+def scores(segmenter: Segmenter, pairs: list[Pair]) -> tuple[dict[str, Any], MetricAccumulator]:
+    """``lungseg evaluate``'s summary without and with post-processing, and the raw per-image
+    records (so a subset's metrics need no second pass)."""
+    raw = evaluate(segmenter, pairs)
+    summaries = {
+        "raw": summary_json(raw.aggregate()),
         "postprocessed": summary_json(evaluate(segmenter, pairs, postprocess=True).aggregate()),
     }
+    return summaries, raw
 
 
 def main() -> int:
@@ -73,6 +77,11 @@ def main() -> int:
     pairs, split = discover(args.data).pairs, load_split(split_path)
     train, val, test = (select(pairs, split, subset) for subset in ("train", "val", "test"))
     check = check_subset(test)
+    val_scores, _ = scores(segmenter, val)
+    test_scores, test_records = scores(segmenter, test)
+    check_ids = {pair.id for pair in check}
+    check_records = MetricAccumulator()
+    check_records.extend(r for r in test_records.state() if r["id"] in check_ids)
 
     run = json.loads((args.run / "run.json").read_text())
     summary = json.loads((args.run / "summary.json").read_text())
@@ -103,11 +112,11 @@ def main() -> int:
         },
         "split": f"{split_path.name}: train {len(train)} / val {len(val)} (checkpoint, "
         f"threshold) / test {len(test)}",
-        "val_metrics": scores(segmenter, val),
-        "test_metrics": scores(segmenter, test),
+        "val_metrics": val_scores,
+        "test_metrics": test_scores,
         "check_subset": {
             "ids": [pair.id for pair in check],
-            "metrics": summary_json(evaluate(segmenter, check).aggregate()),
+            "metrics": summary_json(check_records.aggregate()),
         },
         "reproduce": f"lungseg evaluate --data DATA --split DATA/splits/{split_path.name} "
         "[--postprocess]",

@@ -26,7 +26,7 @@ from lungseg.data.discovery import Pair
 from lungseg.data.io import mask_problem, read_image
 from lungseg.errors import InvalidInputError
 from lungseg.inference import Segmenter
-from lungseg.metrics import MetricAccumulator, dice
+from lungseg.metrics import MetricAccumulator, dice, selection_mean
 from lungseg.postprocess import postprocess_mask
 
 log = logging.getLogger(__name__)
@@ -157,20 +157,14 @@ def tune_threshold(
     source's mean Dice (the trainer's ``selection="source_mean"``), so the largest source does
     not choose alone.
     """
-    sums: dict[str, dict[float, float]] = {}
+    thresholds = [float(t) for t in candidates]
+    sums: dict[float, dict[str, float]] = {t: {} for t in thresholds}
     counts: dict[str, int] = {}
     for item in predict_pairs(segmenter, pairs, desc="tune threshold", **kwargs):
         source = item["pair"].source
-        per_threshold = sums.setdefault(source, {float(t): 0.0 for t in candidates})
-        for t in per_threshold:
-            per_threshold[t] += dice(item["prob"] > t, item["truth"])
+        for t in thresholds:
+            sums[t][source] = sums[t].get(source, 0.0) + dice(item["prob"] > t, item["truth"])
         counts[source] = counts.get(source, 0) + 1
-
-    def score(t: float) -> float:
-        if by_source:
-            return sum(sums[s][t] / counts[s] for s in sums) / max(len(sums), 1)
-        return sum(sums[s][t] for s in sums) / max(sum(counts.values()), 1)
-
-    scores = {float(t): score(float(t)) for t in candidates}
+    scores = {t: selection_mean(sums[t], counts, by_source=by_source) for t in thresholds}
     best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))
     return best, scores

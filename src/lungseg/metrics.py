@@ -47,7 +47,7 @@ Arrays with no pixels at all, or that are not 2-D, raise ``ValueError``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from scipy import ndimage
@@ -65,6 +65,7 @@ __all__ = [
     "iou",
     "precision",
     "recall",
+    "selection_mean",
     "specificity",
 ]
 
@@ -163,6 +164,20 @@ def recall(pred: np.ndarray, truth: np.ndarray) -> float:
 def specificity(pred: np.ndarray, truth: np.ndarray) -> float:
     """TN / (TN + FP): how much of the background was left alone."""
     return _overlap_scores(*confusion(pred, truth))["specificity"]
+
+
+def selection_mean(
+    sums: Mapping[str, float], counts: Mapping[str, float], *, by_source: bool
+) -> float:
+    """Mean of a per-image score from its per-source sums and image counts.
+
+    Over images, or with ``by_source`` the mean over sources of each source's mean, so a source
+    with many images cannot hide a loss on one with few (a training config's
+    ``selection="source_mean"``; the trainer and the threshold search choose by it).
+    """
+    if by_source:
+        return sum(sums[s] / counts[s] for s in sums) / max(len(sums), 1)
+    return sum(sums.values()) / max(sum(counts.values()), 1)
 
 
 def _check_spacing(spacing: tuple[float, float] | None) -> tuple[float, float] | None:

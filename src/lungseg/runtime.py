@@ -89,12 +89,16 @@ def seed_everything(seed: int) -> None:
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """What :func:`measure_cpu_precision` found: the faster dtype and both timings."""
+    """What :func:`measure_cpu_precision` found: both timings, and so the faster dtype."""
 
-    dtype: torch.dtype | None  # None = fp32
     fp32_ms: float
     bf16_ms: float
     cached: bool
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype to use (None = plain fp32)."""
+        return torch.bfloat16 if self.bf16_ms < self.fp32_ms else None
 
     @property
     def name(self) -> str:
@@ -162,9 +166,7 @@ def measure_cpu_precision(
     except (OSError, ValueError):
         cache = {}
     if key in cache:
-        entry = cache[key]
-        dtype = torch.bfloat16 if entry["choice"] == "bf16" else None
-        return PrecisionChoice(dtype, entry["fp32_ms"], entry["bf16_ms"], cached=True)
+        return PrecisionChoice(cache[key]["fp32_ms"], cache[key]["bf16_ms"], cached=True)
 
     was_training = model.training
     # Training-mode steps update batch-norm statistics; put them back afterwards, so measuring
@@ -193,20 +195,13 @@ def measure_cpu_precision(
     # Without native kernels bf16 runs 6-13x slower: a slow warm-up decides without repeats.
     slow = bf16_warmup > 3 * fp32_warmup
     bf16_best = bf16_warmup if slow else min(step(bf16) for _ in range(repeats))
-    timings = {"fp32": 1000 * fp32_best, "bf16": 1000 * bf16_best}
+    choice = PrecisionChoice(1000 * fp32_best, 1000 * bf16_best, cached=False)
     model.zero_grad(set_to_none=True)
     model.load_state_dict(saved)
     model.train(was_training)
-    choice = "bf16" if timings["bf16"] < timings["fp32"] else "fp32"
-    cache[key] = {
-        "choice": choice,
-        "fp32_ms": timings["fp32"],
-        "bf16_ms": timings["bf16"],
-        "what": key_text,
-    }
+    cache[key] = {"fp32_ms": choice.fp32_ms, "bf16_ms": choice.bf16_ms, "what": key_text}
     try:
         atomic_write_text(cache_path, json.dumps(cache, indent=1) + "\n")
     except OSError as err:  # a read-only home only costs a measurement next time
         log.debug("cannot cache the precision measurement in %s: %s", cache_path, err)
-    dtype = torch.bfloat16 if choice == "bf16" else None
-    return PrecisionChoice(dtype, timings["fp32"], timings["bf16"], cached=False)
+    return choice

@@ -16,7 +16,7 @@ RUN_FILE = "run.json"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lungseg.config import PRESETS
+    from lungseg.config import AUGMENTATIONS, PRESETS
 
     parser = add_parser(subparsers, "train", "train a segmentation model (also under torchrun)")
     parser.add_argument(
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--augmentation",
-        choices=("basic", "hospital"),
+        choices=AUGMENTATIONS,
         help="training augmentation set (default: the preset's; cpu: hospital)",
     )
     parser.add_argument(

@@ -11,6 +11,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from lungseg.atomic import atomic_write_text
 from lungseg.data.io import read_image
 from lungseg.evaluate import predict_pairs, tune_threshold
@@ -88,7 +90,7 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
 
 def _precision_used(trainer: Trainer) -> str:
     """The autocast the run trained with, and why when ``auto`` measured it."""
-    name = {None: "fp32"}.get(trainer.runtime.dtype, str(trainer.runtime.dtype).split(".")[-1])
     if trainer.precision_choice is not None:
         return f"auto: {trainer.precision_choice.describe()}"
-    return name
+    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return names[trainer.runtime.dtype]

@@ -37,6 +37,7 @@ from lungseg.distributed import (
 )
 from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.losses import build_loss
+from lungseg.metrics import selection_mean
 from lungseg.models import create_model
 from lungseg.runtime import (
     PrecisionChoice,
@@ -407,8 +408,8 @@ class Trainer:
         """
         self.ddp.eval()
         index = {source: i for i, source in enumerate(self.val_sources)}
-        # loss*n, iou, n, dice, then (dice sum, count) per source
-        sums = [0.0, 0.0, 0.0, 0.0] + [0.0] * (2 * len(index))
+        # loss*n, iou, n, then (dice sum, count) per source
+        sums = [0.0, 0.0, 0.0] + [0.0] * (2 * len(index))
         for batch in self._loader(self.val_set, self.epoch, train=False):
             images, masks = self._to_device(batch["image"]), self._to_device(batch["mask"])
             with self.runtime.autocast():
@@ -423,18 +424,21 @@ class Trainer:
             dice = torch.where(size > 0, 2 * inter / size.clamp(min=1), 1.0).tolist()
             sums[1] += torch.where(union > 0, inter / union.clamp(min=1), 1.0).sum().item()
             sums[2] += len(images)
-            sums[3] += sum(dice)
             for source, value in zip(batch["source"], dice, strict=True):
-                slot = 4 + 2 * index[source]
+                slot = 3 + 2 * index[source]
                 sums[slot] += value
                 sums[slot + 1] += 1.0
         totals = all_reduce_sum(sums, self.dist)
-        loss, iou, n, dice_sum = totals[:4]
-        per_source = {source: totals[4 + 2 * i] / totals[5 + 2 * i] for source, i in index.items()}
+        loss, iou, n = totals[:3]
+        dice_sums = {source: totals[3 + 2 * i] for source, i in index.items()}
+        counts = {source: totals[4 + 2 * i] for source, i in index.items()}
         by_source = self.config.selection == "source_mean"
-        dice = sum(per_source.values()) / len(index) if by_source else dice_sum / n
-        result = {"loss": loss / n, "iou": iou / n, "dice": dice}
-        result.update({f"dice_{source}": value for source, value in per_source.items()})
+        result = {
+            "loss": loss / n,
+            "iou": iou / n,
+            "dice": selection_mean(dice_sums, counts, by_source=by_source),
+        }
+        result.update({f"dice_{s}": dice_sums[s] / counts[s] for s in index})
         return result
 
 
