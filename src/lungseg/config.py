@@ -47,6 +47,9 @@ class TrainConfig:
         selection: what picks the best epoch and the threshold on val: ``"image_mean"`` (mean
             Dice over val images) or ``"source_mean"`` (the mean over sources of each source's
             mean Dice, so a large source cannot hide a loss on a small one).
+        heart: add a heart output channel (channel 1, beside the lungs), trained on the pairs
+            that have a heart mask (Wingspan's ``heart/``); other images add no heart loss.
+            Needs at least one training pair with a heart mask.
         soft_masks: train on each pixel's lung fraction at the network size instead of the mask
             cut at 0.5 (the boundary keeps its sub-pixel position; validation stays binary).
         precision: ``"auto"`` (bf16 autocast on CPU, fp16 AMP on CUDA), ``"bf16"``, ``"fp16"``
@@ -79,6 +82,7 @@ class TrainConfig:
     augmentation: str = "basic"
     source_weights: dict[str, float] = field(default_factory=dict)
     selection: str = "image_mean"
+    heart: bool = False
     soft_masks: bool = False
     precision: str = "auto"
     channels_last: bool = True

@@ -2,6 +2,11 @@
 
 BCE gives well-behaved per-pixel gradients early in training; soft Dice optimises the overlap
 the metric rewards and is insensitive to the lungs covering only ~25% of the image.
+
+A network with several output channels (lungs, heart) is trained on partially labelled data:
+only some sources have heart masks. ``labelled`` says, per image and channel, whether a target
+exists; an unlabelled channel adds nothing to the loss and gets no gradient from that image (the
+masked-loss scheme of multi-dataset chest X-ray work), instead of being taught "no heart here".
 """
 
 from __future__ import annotations
@@ -30,14 +35,34 @@ class SegmentationLoss(nn.Module):
         self.bce_weight = bce_weight
         self.dice_weight = dice_weight
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        labelled: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sum over channels of each channel's loss on the images labelled for it.
+
+        Args:
+            logits: ``(B, C, H, W)``.
+            target: ``(B, C, H, W)`` in [0, 1]; anything where a channel is unlabelled.
+            labelled: bool ``(B, C)``; ``None`` means every channel of every image.
+        """
+        if labelled is None:
+            labelled = torch.ones(target.shape[:2], dtype=torch.bool, device=target.device)
         loss = logits.new_zeros((), dtype=torch.float32)
-        if self.bce_weight:
-            loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(
-                logits.float(), target.float()
-            )
-        if self.dice_weight:
-            loss = loss + self.dice_weight * soft_dice_loss(logits, target)
+        for channel in range(logits.shape[1]):
+            rows = labelled[:, channel]
+            if not bool(rows.any()):
+                continue
+            channel_logits = logits[rows, channel : channel + 1].float()
+            channel_target = target[rows, channel : channel + 1].float()
+            if self.bce_weight:
+                loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(
+                    channel_logits, channel_target
+                )
+            if self.dice_weight:
+                loss = loss + self.dice_weight * soft_dice_loss(channel_logits, channel_target)
         return loss
 
 

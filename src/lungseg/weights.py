@@ -23,6 +23,9 @@ from lungseg.errors import InvalidInputError, LungsegError
 
 SHIPPED_WEIGHTS = "lungseg_cxr.safetensors"
 PREPROCESSING = "resize(area)+per_image_zscore"
+# What each output channel is, in order; files written before the heart channel have lungs only.
+LABELS: tuple[str, ...] = ("lungs",)
+LABELS_WITH_HEART: tuple[str, ...] = ("lungs", "heart")
 
 
 @dataclass
@@ -32,6 +35,7 @@ class WeightsInfo:
     model_config: dict[str, Any]
     image_size: tuple[int, int]
     threshold: float = 0.5
+    labels: tuple[str, ...] = LABELS
     preprocessing: str = PREPROCESSING
     lungseg_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +45,7 @@ class WeightsInfo:
             "model_config": json.dumps(self.model_config),
             "image_size": json.dumps(list(self.image_size)),
             "threshold": json.dumps(self.threshold),
+            "labels": json.dumps(list(self.labels)),
             "preprocessing": self.preprocessing,
             "lungseg_version": self.lungseg_version,
             "extra": json.dumps(self.extra),
@@ -52,6 +57,7 @@ class WeightsInfo:
             model_config=json.loads(meta["model_config"]),
             image_size=tuple(json.loads(meta["image_size"])),  # type: ignore[arg-type]
             threshold=float(json.loads(meta.get("threshold", "0.5"))),
+            labels=tuple(json.loads(meta.get("labels", json.dumps(list(LABELS))))),
             preprocessing=meta.get("preprocessing", PREPROCESSING),
             lungseg_version=meta.get("lungseg_version", "unknown"),
             extra=json.loads(meta.get("extra", "{}")),
@@ -111,6 +117,13 @@ def load_weights(
         )
         if not size_ok or not 0.0 <= info.threshold <= 1.0:
             raise ValueError(f"image_size {info.image_size}, threshold {info.threshold}")
+        if info.labels not in (LABELS, LABELS_WITH_HEART):
+            raise ValueError(f"labels {list(info.labels)}")
+        if info.model_config.get("out_channels", 1) != len(info.labels):
+            raise ValueError(
+                f"{len(info.labels)} labels for {info.model_config.get('out_channels', 1)} "
+                "output channels"
+            )
         # Shapes only, no memory: forged metadata may describe a network of terabytes.
         with torch.device("meta"):
             model = build_from_config(info.model_config)

@@ -26,6 +26,7 @@ class _Resized:
 
     image: np.ndarray  # float16 (h, w) in [0, 1]
     mask: np.ndarray  # bool (h, w); float16 lung fraction with soft_masks
+    heart: np.ndarray | None  # as mask; None when the pair has no heart label (or not asked)
     original_size: tuple[int, int]  # (H, W) of the file
 
 
@@ -53,10 +54,13 @@ class SegmentationDataset(Dataset):
         cache: keep resized pairs in memory after their first read.
         soft_masks: serve each pixel's lung fraction
             (:func:`~lungseg.data.transforms.lung_fraction`) instead of the mask cut at 0.5.
+        heart: also serve the heart mask of pairs that have one; the geometry moves it with
+            the lungs.
 
     Each item is a dict: ``image`` float32 (1, h, w) z-scored; ``mask`` float32 (1, h, w) in
     {0, 1} (in [0, 1] with ``soft_masks``); ``id`` and ``source`` strings; ``original_size``
-    int64 tensor ``[H, W]``.
+    int64 tensor ``[H, W]``. With ``heart=True`` also ``heart``, float32 (1, h, w) like ``mask``
+    (zeros where there is no label), and ``has_heart``, a bool tensor saying which.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class SegmentationDataset(Dataset):
         augmentation: str = "basic",
         cache: bool = True,
         soft_masks: bool = False,
+        heart: bool = False,
     ) -> None:
         if not pairs:
             raise LungsegError("cannot build a dataset from no pairs")
@@ -76,6 +81,7 @@ class SegmentationDataset(Dataset):
         self.augment = augment
         self.cache = cache
         self.soft_masks = soft_masks
+        self.heart = heart
         if augment:
             from lungseg.data.augment import train_augmentation
 
@@ -91,22 +97,29 @@ class SegmentationDataset(Dataset):
         pair = self.pairs[index]
         resized = self._resized(index)
         image = resized.image.astype(np.float32)
-        mask = resized.mask
+        # Lungs and heart as channels of one mask, so every geometric transform moves both.
+        heart = resized.heart if resized.heart is not None else np.zeros_like(resized.mask)
+        masks = np.stack([resized.mask, heart], axis=-1) if self.heart else resized.mask[..., None]
         if self._augmentation is not None:
             self._augmentation.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
             augmented = self._augmentation(
-                image=image, mask=mask.astype(np.float32 if self.soft_masks else np.uint8)
+                image=image, mask=masks.astype(np.float32 if self.soft_masks else np.uint8)
             )
             image = np.clip(augmented["image"], 0.0, 1.0)
-            mask = augmented["mask"]
-            mask = np.clip(mask, 0.0, 1.0) if self.soft_masks else mask > 0
-        return {
+            masks = augmented["mask"].reshape(masks.shape)
+            masks = np.clip(masks, 0.0, 1.0) if self.soft_masks else masks > 0
+        channels = torch.from_numpy(np.ascontiguousarray(masks.astype(np.float32).transpose(2, 0, 1)))
+        item: dict[str, object] = {
             "image": torch.from_numpy(normalize(image))[None],  # (1, h, w)
-            "mask": torch.from_numpy(mask.astype(np.float32))[None],  # (1, h, w)
+            "mask": channels[:1],  # (1, h, w)
             "id": pair.id,
             "source": pair.source,
             "original_size": torch.tensor(resized.original_size),
         }
+        if self.heart:
+            item["heart"] = channels[1:]
+            item["has_heart"] = torch.tensor(resized.heart is not None)
+        return item
 
     def preload(self, progress: bool = False) -> None:
         """Decode and resize every pair now, in this process.
@@ -131,16 +144,29 @@ class SegmentationDataset(Dataset):
             image_size=(meta.height, meta.width),
             refuse=MASK_PROBLEMS,
         )
+        heart = None
+        if self.heart and pair.heart is not None:
+            heart = read_masks(
+                (pair.heart,),
+                image_path=pair.image,
+                image_size=(meta.height, meta.width),
+                refuse=MASK_PROBLEMS,
+            )
         resized = _Resized(
             resize_image(image, self.size).astype(np.float16),
-            lung_fraction(mask, self.size).astype(np.float16)
-            if self.soft_masks
-            else resize_mask(mask, self.size),
+            self._resize_target(mask),
+            None if heart is None else self._resize_target(heart),
             (meta.height, meta.width),
         )
         if self.cache:
             self._cached[index] = resized
         return resized
+
+
+    def _resize_target(self, mask: np.ndarray) -> np.ndarray:
+        if self.soft_masks:
+            return lung_fraction(mask, self.size).astype(np.float16)
+        return resize_mask(mask, self.size)
 
 
 def load_full_mask(pair: Pair) -> np.ndarray:

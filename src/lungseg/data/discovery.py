@@ -15,6 +15,10 @@ Layouts recognised in a folder (the first that matches wins):
 4. NLM Montgomery: ``CXR_png/`` + ``ManualMask/leftMask/`` + ``ManualMask/rightMask/``; each
    pair gets both lung masks, merged when read.
 
+In layouts 2-4 an optional ``heart/`` folder beside the masks gives heart masks by the same stem
+rule (Wingspan has them); an image without one simply has no heart label. A manifest may have
+an optional ``heart`` column.
+
 A folder matching one layout is a single source named after the folder. Otherwise every
 subfolder that matches one is a source named after the subfolder (as ``montgomery/`` and
 ``shenzhen/`` in the shared data), and other subfolders (``splits/``) are ignored.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -46,6 +51,7 @@ MASK_DIR_SETS: tuple[tuple[str, ...], ...] = (
     ("masks",),
     ("ManualMask/leftMask", "ManualMask/rightMask"),
 )
+HEART_DIR = "heart"
 MASK_NAME_ENDINGS = ("_mask", "-mask")
 SUBSETS = ("train", "val", "test")
 _SHOWN_IDS = 5  # ids quoted in an error before "... and N more"
@@ -60,12 +66,14 @@ class Pair:
         source: the data set it came from (``"montgomery"``, ``"shenzhen"``...).
         image: the X-ray file.
         masks: one mask file, or several (left and right lung) to be merged.
+        heart: the heart mask, where the source has one (``None``: no heart label).
     """
 
     id: str
     source: str
     image: Path
     masks: tuple[Path, ...]
+    heart: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -214,7 +222,10 @@ def _discover_source(folder: Path, source: str, found: Discovery) -> bool:
             continue
         for mask_dirs in MASK_DIR_SETS:
             if all((folder / d).is_dir() for d in mask_dirs):
+                first = len(found.pairs)
                 _pair_folders(folder / image_dir, [folder / d for d in mask_dirs], source, found)
+                if (folder / HEART_DIR).is_dir():
+                    _attach_hearts(folder / HEART_DIR, found, first)
                 return True
     return False
 
@@ -261,6 +272,16 @@ def _mask_key(path: Path) -> str:
         if stem.endswith(ending):
             return stem[: -len(ending)]
     return stem
+
+
+def _attach_hearts(heart_dir: Path, found: Discovery, first: int) -> None:
+    """Give the pairs found from index ``first`` on their heart mask from ``heart_dir``."""
+    hearts = {_mask_key(mask): mask for mask in _list_images(heart_dir)}
+    for index in range(first, len(found.pairs)):
+        pair = found.pairs[index]
+        heart = hearts.get(pair.image.stem)
+        if heart is not None:
+            found.pairs[index] = dataclasses.replace(pair, heart=heart)
 
 
 def _pair_folders(
@@ -326,7 +347,9 @@ def _read_manifest(manifest: Path, default_source: str, found: Discovery) -> Non
             continue
         image = base / image_cell
         masks = tuple(base / m.strip() for m in (row.get("mask") or "").split(";") if m.strip())
-        absent = [p for p in (image, *masks) if not p.is_file()]
+        heart_cell = (row.get("heart") or "").strip()
+        heart = base / heart_cell if heart_cell else None
+        absent = [p for p in (image, *masks, heart) if p is not None and not p.is_file()]
         for path in absent:
             found.problems.append(Problem(path, "missing_file", f"listed on {where}, not found"))
         if not masks:
@@ -334,7 +357,7 @@ def _read_manifest(manifest: Path, default_source: str, found: Discovery) -> Non
         if absent or not masks:
             continue
         source = (row.get("source") or "").strip() or default_source
-        found.pairs.append(Pair(f"{source}/{image.stem}", source, image, masks))
+        found.pairs.append(Pair(f"{source}/{image.stem}", source, image, masks, heart))
 
 
 def _drop_duplicate_ids(found: Discovery) -> None:

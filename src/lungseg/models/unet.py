@@ -4,7 +4,7 @@ The encoder has ``depth`` resolution levels (stride 1, 2, ..., 2**(depth-1)); ea
 double convolution (the local path), optionally followed by a :class:`GlobalContextBlock` (multi-
 head self-attention beside it). The decoder upsamples with a 2x2 transposed convolution, passes
 the encoder features of the same scale through a skip gate, concatenates and convolves. A 1x1
-convolution gives one logit per pixel. Variants differ only in arguments:
+convolution gives one logit per pixel and label. Variants differ only in arguments:
 
 * ``unet`` - no attention, no gates: the plain baseline.
 * ``attention_unet`` - Oktay et al.'s additive gates on every skip.
@@ -62,6 +62,8 @@ class UNet(nn.Module):
     Args:
         name: the registry name, recorded in :attr:`config`.
         in_channels: input channels (1 for a grey X-ray).
+        out_channels: logits per pixel, one per label (lungs, then heart when trained with
+            it); independent sigmoids, since the heart and the lungs overlap in projection.
         base_width: channels at full resolution; each level doubles them up to ``max_width``.
         depth: resolution levels; the network stride is ``2 ** (depth - 1)``.
         max_width: cap on channels at the deep levels.
@@ -85,6 +87,7 @@ class UNet(nn.Module):
         *,
         name: str = "unet",
         in_channels: int = 1,
+        out_channels: int = 1,
         base_width: int = 32,
         depth: int = 5,
         max_width: int = 512,
@@ -101,6 +104,8 @@ class UNet(nn.Module):
         attention_impl: str = "sdpa",
     ) -> None:
         super().__init__()
+        if out_channels < 1:
+            raise LungsegError(f"out_channels must be >= 1, got {out_channels}")
         if depth < 2:
             raise LungsegError(f"depth must be >= 2 (one downsampling at least), got {depth}")
         if skip_gate not in SKIP_GATES:
@@ -132,6 +137,7 @@ class UNet(nn.Module):
         self.config: dict[str, Any] = {
             "name": name,
             "in_channels": in_channels,
+            "out_channels": out_channels,
             "base_width": base_width,
             "depth": depth,
             "max_width": max_width,
@@ -186,7 +192,7 @@ class UNet(nn.Module):
                 gate = CrossAttentionGate(width, width, inter, act=act, **attention_args(level))
             self.gates.append(gate)
             self.fusions.append(ConvBlock(2 * width, width, **conv_args))
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def check_input(self, x: Tensor) -> None:
         """Raise a :class:`LungsegError` that says how to fix an input the network cannot take."""
@@ -205,7 +211,7 @@ class UNet(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, in_channels, H, W)`` -> logits ``(B, 1, H, W)``."""
+        """``(B, in_channels, H, W)`` -> logits ``(B, out_channels, H, W)``."""
         if not torch.jit.is_tracing():  # a tracer would bake the check's branches in
             self.check_input(x)
         skips = []

@@ -49,7 +49,7 @@ from lungseg.runtime import (
 from lungseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lungseg.training.reports import TensorBoardLog, plot_loss_curves, write_csv
 from lungseg.training.sampling import SourceWeightedSampler, expected_shares
-from lungseg.weights import WeightsInfo, save_weights
+from lungseg.weights import LABELS, LABELS_WITH_HEART, WeightsInfo, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,21 @@ class Trainer:
             augment=config.augment,
             augmentation=config.augmentation,
             soft_masks=config.soft_masks,
+            heart=config.heart,
         )
-        self.val_set = SegmentationDataset(self.data.val, config.image_size, augment=False)
+        self.val_set = SegmentationDataset(
+            self.data.val, config.image_size, augment=False, heart=config.heart
+        )
+        if config.heart and not any(pair.heart is not None for pair in self.data.train):
+            raise LungsegError(
+                f"heart=true but none of the {len(self.data.train)} training pairs has a heart "
+                "mask (a heart/ folder beside masks/, or a 'heart' manifest column)"
+            )
         for dataset in (self.train_set, self.val_set):
             dataset.preload(progress=self.dist.is_main)
 
-        model = create_model(config.model, **config.model_args).to(self.runtime.device)
+        model_args = {**config.model_args, **({"out_channels": 2} if config.heart else {})}
+        model = create_model(config.model, **model_args).to(self.runtime.device)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -264,7 +273,10 @@ class Trainer:
     def weights_info(self, **extra: Any) -> WeightsInfo:
         """Metadata for a weights file; the threshold is chosen later, on val (finalize)."""
         return WeightsInfo(
-            model_config=self.model.config, image_size=tuple(self.config.image_size), extra=extra
+            model_config=self.model.config,
+            image_size=tuple(self.config.image_size),
+            labels=LABELS_WITH_HEART if self.config.heart else LABELS,
+            extra=extra,
         )
 
     # ----------------------------------------------------------------------------- loop
@@ -294,6 +306,11 @@ class Trainer:
                     f"val_dice_{source}": val[f"dice_{source}"] if val else float("nan")
                     for source in self.val_sources
                 },
+                **(
+                    {"val_dice_heart": val["dice_heart"] if val else float("nan")}
+                    if cfg.heart
+                    else {}
+                ),
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": round(self.elapsed, 1),
             }
@@ -371,10 +388,11 @@ class Trainer:
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            images, masks = self._to_device(batch["image"]), self._to_device(batch["mask"])
+            images = self._to_device(batch["image"])
+            targets, labelled = self._targets(batch)
             with self.runtime.autocast():
                 logits = self.ddp(images)
-            loss = self.loss_fn(logits, masks)
+            loss = self.loss_fn(logits, targets, labelled)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
                 self.scaler.scale(loss).backward()
@@ -399,25 +417,43 @@ class Trainer:
         summed, n = all_reduce_sum([total, float(count)], self.dist)
         return summed / max(n, 1.0)
 
+    def _targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Targets ``(B, C, h, w)`` and which channels are labelled ``(B, C)`` (None: all)."""
+        masks = self._to_device(batch["mask"])
+        if not self.config.heart:
+            return masks, None
+        targets = torch.cat([masks, self._to_device(batch["heart"])], dim=1)
+        lungs = torch.ones_like(batch["has_heart"])
+        labelled = torch.stack([lungs, batch["has_heart"]], dim=1).to(self.runtime.device)
+        return targets, labelled
+
     @torch.inference_mode()
     def _validate(self) -> dict[str, float]:
         """Loss, IoU and Dice per image at the network's resolution (cheap; for selection).
 
         Dice is also reported per source; ``dice`` (what selects the best epoch) is the mean
-        over images or, with ``selection="source_mean"``, the mean of the per-source means.
+        over images or, with ``selection="source_mean"``, the mean of the per-source means. The
+        lungs alone select: a heart channel is reported (``dice_heart``, over the val images
+        with a heart mask) but does not choose the epoch, so lung accuracy is what is kept.
         """
         self.ddp.eval()
         index = {source: i for i, source in enumerate(self.val_sources)}
-        # loss*n, iou, n, then (dice sum, count) per source
-        sums = [0.0, 0.0, 0.0] + [0.0] * (2 * len(index))
+        # loss*n, iou, n, heart dice sum, heart count, then (dice sum, count) per source
+        sums = [0.0] * (5 + 2 * len(index))
         for batch in self._loader(self.val_set, self.epoch, train=False):
-            images, masks = self._to_device(batch["image"]), self._to_device(batch["mask"])
+            images = self._to_device(batch["image"])
+            targets, labelled = self._targets(batch)
             with self.runtime.autocast():
                 logits = self.model(images)
             logits = logits.float()
-            sums[0] += self.loss_fn(logits, masks).item() * len(images)
-            pred = (logits > 0).flatten(1)
-            truth = masks.flatten(1) > 0.5
+            sums[0] += self.loss_fn(logits, targets, labelled).item() * len(images)
+            if self.config.heart:
+                has_heart = batch["has_heart"].to(self.runtime.device)
+                heart_dice = _dice(logits[:, 1] > 0, targets[:, 1] > 0.5)[has_heart]
+                sums[3] += heart_dice.sum().item()
+                sums[4] += float(len(heart_dice))
+            pred = (logits[:, :1] > 0).flatten(1)
+            truth = targets[:, :1].flatten(1) > 0.5
             inter = (pred & truth).sum(1).float()
             union = (pred | truth).sum(1).float()
             size = pred.sum(1).float() + truth.sum(1).float()
@@ -425,13 +461,13 @@ class Trainer:
             sums[1] += torch.where(union > 0, inter / union.clamp(min=1), 1.0).sum().item()
             sums[2] += len(images)
             for source, value in zip(batch["source"], dice, strict=True):
-                slot = 3 + 2 * index[source]
+                slot = 5 + 2 * index[source]
                 sums[slot] += value
                 sums[slot + 1] += 1.0
         totals = all_reduce_sum(sums, self.dist)
-        loss, iou, n = totals[:3]
-        dice_sums = {source: totals[3 + 2 * i] for source, i in index.items()}
-        counts = {source: totals[4 + 2 * i] for source, i in index.items()}
+        loss, iou, n, heart_sum, heart_count = totals[:5]
+        dice_sums = {source: totals[5 + 2 * i] for source, i in index.items()}
+        counts = {source: totals[6 + 2 * i] for source, i in index.items()}
         by_source = self.config.selection == "source_mean"
         result = {
             "loss": loss / n,
@@ -439,7 +475,16 @@ class Trainer:
             "dice": selection_mean(dice_sums, counts, by_source=by_source),
         }
         result.update({f"dice_{s}": dice_sums[s] / counts[s] for s in index})
+        if self.config.heart:
+            result["dice_heart"] = heart_sum / heart_count if heart_count else float("nan")
         return result
+
+
+def _dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Dice per image of bool ``(B, h, w)`` masks (1 where both are empty)."""
+    pred, truth = pred.flatten(1), truth.flatten(1)
+    size = pred.sum(1).float() + truth.sum(1).float()
+    return torch.where(size > 0, 2 * (pred & truth).sum(1).float() / size.clamp(min=1), 1.0)
 
 
 def _wants_cuda(config: TrainConfig) -> bool:
