@@ -83,7 +83,7 @@ def train_held_out(config: TrainConfig, data: Path, split: Path, run: Path) -> P
 
 def score(segmenter: Segmenter, pairs: list[Pair], test_ids: set[str], name: str) -> dict[str, Any]:
     """``summary_json`` on S's test pairs and on all of S's pairs, from one evaluation pass."""
-    scored = evaluate(segmenter, pairs)
+    scored = evaluate(segmenter, pairs).lungs
     test = MetricAccumulator()
     test.extend(r for r in scored.state() if r["id"] in test_ids)
     result = {}

@@ -65,9 +65,9 @@ def predict_masks(
     the manual masks the same pass read (so no mask file is read twice)."""
     segmenter = Segmenter.from_pretrained(weights)
     masks, truths = {}, {}
-    for item in predict_pairs(segmenter, pairs, desc=name):
-        masks[item["pair"].id] = item["prob"] > segmenter.threshold
-        truths[item["pair"].id] = item["truth"]
+    for item in predict_pairs(segmenter, pairs, desc=name, postprocess=False):
+        masks[item.pair.id] = item.result.mask
+        truths[item.pair.id] = item.truth
     return masks, truths
 
 

@@ -51,14 +51,16 @@ def check_subset(test: list[Pair]) -> list[Pair]:
 
 
 def scores(segmenter: Segmenter, pairs: list[Pair]) -> tuple[dict[str, Any], MetricAccumulator]:
-    """``lungseg evaluate``'s summary without and with post-processing, and the raw per-image
-    records (so a subset's metrics need no second pass)."""
-    raw = evaluate(segmenter, pairs)
+    """``lungseg evaluate``'s summary with and without post-processing (and the heart's where
+    it was scored), and the post-processed per-image records (so a subset's metrics need no
+    second pass)."""
+    processed = evaluate(segmenter, pairs)
     summaries = {
-        "raw": summary_json(raw.aggregate()),
-        "postprocessed": summary_json(evaluate(segmenter, pairs, postprocess=True).aggregate()),
+        "raw": summary_json(evaluate(segmenter, pairs, postprocess=False).aggregate()),
+        "postprocessed": summary_json(processed.aggregate()),
+        "heart": processed.heart_summary(),
     }
-    return summaries, raw
+    return summaries, processed.lungs
 
 
 def main() -> int:
@@ -114,12 +116,14 @@ def main() -> int:
         f"threshold) / test {len(test)}",
         "val_metrics": val_scores,
         "test_metrics": test_scores,
+        "labels": list(info.labels),
         "check_subset": {
             "ids": [pair.id for pair in check],
+            "postprocess": True,
             "metrics": summary_json(check_records.aggregate()),
         },
         "reproduce": f"lungseg evaluate --data DATA --split DATA/splits/{split_path.name} "
-        "[--postprocess]",
+        "[--no-postprocess]",
         "license_note": "Research use only; not a medical device. Shenzhen masks CC BY-NC-SA 4.0.",
     }
     atomic_write_text(PACKAGE_WEIGHTS / "lungseg_cxr.json", json.dumps(card, indent=2) + "\n")

@@ -124,10 +124,11 @@ def test_manual_masks_lose_only_specks(test_pairs: list[Pair]) -> None:
         assert (cleaned ^ truth).sum() < 0.001 * truth.sum(), pair.id
 
 
-def test_cli_has_a_postprocess_flag() -> None:
+def test_evaluate_post_processes_by_default_as_predict_does() -> None:
     parser = build_parser()
-    assert parser.parse_args(["evaluate", "--data", "d", "--postprocess"]).postprocess is True
-    assert parser.parse_args(["evaluate", "--data", "d"]).postprocess is False
+    assert parser.parse_args(["evaluate", "--data", "d"]).postprocess is True
+    assert parser.parse_args(["evaluate", "--data", "d", "--no-postprocess"]).postprocess is False
+    assert parser.parse_args(["predict", "x", "-o", "o"]).postprocess is True
 
 
 @pytest.mark.data
@@ -135,13 +136,18 @@ def test_evaluate_postprocess_scores_the_postprocessed_masks(test_pairs: list[Pa
     segmenter = Segmenter.from_pretrained()
     pairs = test_pairs[:3]
     expected = MetricAccumulator()
-    for item in predict_pairs(segmenter, pairs, progress=False):
+    raw = MetricAccumulator()
+    for item in predict_pairs(segmenter, pairs, progress=False, postprocess=False):
+        spacing = item.result.meta.pixel_spacing_mm
         expected.update(
-            postprocess_mask(item["prob"] > segmenter.threshold),
-            item["truth"],
-            id=item["pair"].id,
-            source=item["pair"].source,
-            spacing=item["spacing"],
+            postprocess_mask(item.result.probabilities > segmenter.threshold),
+            item.truth,
+            id=item.pair.id,
+            source=item.pair.source,
+            spacing=spacing,
         )
-    got = evaluate(segmenter, pairs, progress=False, postprocess=True)
-    assert got.rows() == expected.rows()
+        raw.update(
+            item.result.mask, item.truth, id=item.pair.id, source=item.pair.source, spacing=spacing
+        )
+    assert evaluate(segmenter, pairs, progress=False).rows() == expected.rows()
+    assert evaluate(segmenter, pairs, progress=False, postprocess=False).rows() == raw.rows()

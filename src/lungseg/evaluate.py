@@ -1,9 +1,12 @@
 """Honest evaluation: metrics on masks at their ORIGINAL resolution, over a named subset.
 
-The network's logits are resized back to each manual mask's size before thresholding, so the
-numbers are comparable with any other method evaluated on the same masks, whatever input size
-the network uses. Decoding runs in DataLoader workers; the metrics come from
-:mod:`lungseg.metrics`.
+Predictions come from :meth:`Segmenter.predict_many`, the path ``lungseg predict`` takes, with
+the same threshold and post-processing, so a reported score is the score of the masks users
+get (``postprocess=False`` measures the network's own masks). The numbers are comparable with
+any other method evaluated on the same masks, whatever input size the network uses. Where a
+pair has a heart mask and the weights a heart channel, the heart is scored too (Dice, HD95...)
+and the cardiothoracic ratio is compared with the one the manual masks give
+(:func:`lungseg.measure.cardiothoracic_extents`).
 
 A file that cannot be read, a mask of another size than its image and a non-binary mask stop the
 evaluation with an :class:`~lungseg.errors.InvalidInputError` naming the file. An empty or full
@@ -13,94 +16,122 @@ mask is scored as it is (the metrics define those cases) and logged as a warning
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from lungseg.data.dataset import load_full_mask
 from lungseg.data.discovery import Pair
-from lungseg.data.io import mask_problem, read_image
-from lungseg.errors import InvalidInputError
-from lungseg.inference import Segmenter
+from lungseg.data.io import mask_problem, read_masks
+from lungseg.inference import Segmentation, Segmenter
+from lungseg.measure import cardiothoracic_extents
 from lungseg.metrics import MetricAccumulator, dice, selection_mean
-from lungseg.postprocess import postprocess_mask
 
 log = logging.getLogger(__name__)
 
 THRESHOLDS = tuple(np.round(np.arange(0.30, 0.71, 0.05), 2))
 
 
-class _PairDataset(Dataset):
-    """Decodes a pair in a worker: the network input plus the full-resolution truth."""
+@dataclass
+class PairPrediction:
+    """One labelled pair and what the model made of it, both at the original resolution."""
 
-    def __init__(self, pairs: Sequence[Pair], segmenter: Segmenter) -> None:
-        self.pairs = list(pairs)
-        self.input_size = segmenter.input_size
-        self.prepare = segmenter.prepare
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        pair = self.pairs[index]
-        try:
-            image, meta = read_image(pair.image)
-            truth = load_full_mask(pair)
-        except InvalidInputError as err:
-            # Raised in a worker it would reach the caller as a RuntimeError holding a
-            # traceback; hand over what is wrong and raise it again in the main process.
-            return {"error": (str(err.path), err.reason)}
-        return {
-            "input": self.prepare(image),
-            "truth": truth,
-            "pair": pair,
-            "spacing": meta.pixel_spacing_mm,
-        }
-
-
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    errors = [item["error"] for item in items if "error" in item]
-    if errors:
-        return {"error": errors[0]}
-    return {
-        "input": torch.stack([item["input"] for item in items]),
-        **{key: [item[key] for item in items] for key in ("truth", "pair", "spacing")},
-    }
+    pair: Pair
+    result: Segmentation
+    truth: np.ndarray  # bool (H, W) lungs
+    heart_truth: np.ndarray | None  # bool (H, W), where the pair has a heart mask
 
 
 def predict_pairs(
     segmenter: Segmenter,
     pairs: Sequence[Pair],
     *,
+    postprocess: bool = True,
+    threshold: float | None = None,
     batch_size: int = 8,
     workers: int = 1,
     progress: bool = True,
     desc: str = "evaluate",
-) -> Iterator[dict[str, Any]]:
-    """Yield per pair: ``pair``, ``prob`` (original size), ``truth`` and ``spacing``."""
-    loader = DataLoader(
-        _PairDataset(pairs, segmenter),
+) -> Iterator[PairPrediction]:
+    """Each pair's :class:`Segmentation` (from :meth:`Segmenter.predict_many`) and its truth."""
+    results = segmenter.predict_many(
+        [pair.image for pair in pairs],
         batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
+        workers=workers,
+        postprocess=postprocess,
+        threshold=threshold,
+        progress=progress,
+        desc=desc,
     )
-    with tqdm(total=len(pairs), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for batch in loader:
-            if "error" in batch:
-                raise InvalidInputError(*batch["error"])
-            logits = segmenter.logits(batch["input"])
-            for i, truth in enumerate(batch["truth"]):
-                yield {
-                    "pair": batch["pair"][i],
-                    "prob": segmenter.probabilities_at(logits[i], truth.shape),
-                    "truth": truth,
-                    "spacing": batch["spacing"][i],
+    for pair, result in zip(pairs, results, strict=True):
+        assert isinstance(result, Segmentation)  # failures raise (skip_failed is off)
+        truth = load_full_mask(pair)
+        heart = None
+        if pair.heart is not None:
+            heart = read_masks(
+                (pair.heart,),
+                image_path=pair.image,
+                image_size=truth.shape,
+                refuse=("non_binary_mask",),
+            )
+        yield PairPrediction(pair, result, truth, heart)
+
+
+@dataclass
+class Evaluation:
+    """Scores of one evaluation: the lungs, and the heart where it could be scored."""
+
+    lungs: MetricAccumulator = field(default_factory=MetricAccumulator)
+    heart: MetricAccumulator = field(default_factory=MetricAccumulator)
+    ctr: list[dict[str, Any]] = field(default_factory=list)  # id, source, ctr, ctr_truth
+
+    def aggregate(self) -> dict:
+        """The lungs' summary (:meth:`MetricAccumulator.aggregate`)."""
+        return self.lungs.aggregate()
+
+    def rows(self) -> list[dict]:
+        """One row per image: the lungs' metrics, then ``heart_dice``/``heart_hd95`` and the
+        two CTRs where the heart was scored."""
+        hearts = {row["id"]: row for row in self.heart.rows()}
+        ctrs = {row["id"]: row for row in self.ctr}
+        rows = []
+        for row in self.lungs.rows():
+            heart, ctr = hearts.get(row["id"]), ctrs.get(row["id"])
+            if heart is not None:
+                row = {**row, "heart_dice": heart["dice"], "heart_hd95": heart["hd95"]}
+            if ctr is not None:
+                row = {**row, "ctr": ctr["ctr"], "ctr_truth": ctr["ctr_truth"]}
+            rows.append(row)
+        return rows
+
+    def heart_summary(self) -> dict[str, Any] | None:
+        """Heart Dice/HD95 means, CTR mean absolute error and cardiomegaly agreement; None when
+        no image had both a heart mask and a heart prediction."""
+        if not self.heart.rows():
+            return None
+        heart = self.heart.aggregate()
+        summary: dict[str, Any] = {
+            "n": heart["n"],
+            "dice": heart["mean"]["dice"],
+            "hd95": heart["mean"]["hd95"],
+            "iou": heart["mean"]["iou"],
+        }
+        measured = [r for r in self.ctr if r["ctr"] is not None and r["ctr_truth"] is not None]
+        if measured:
+            pred = np.array([r["ctr"] for r in measured])
+            truth = np.array([r["ctr_truth"] for r in measured])
+            summary.update(
+                {
+                    "ctr_n": len(measured),
+                    "ctr_missing": len(self.ctr) - len(measured),
+                    "ctr_mae": float(np.mean(np.abs(pred - truth))),
+                    "ctr_bias": float(np.mean(pred - truth)),
+                    "cardiomegaly_agreement": float(np.mean((pred > 0.5) == (truth > 0.5))),
                 }
-                bar.update()
+            )
+        return summary
 
 
 def evaluate(
@@ -111,59 +142,76 @@ def evaluate(
     batch_size: int = 8,
     workers: int = 1,
     progress: bool = True,
-    postprocess: bool = False,
-) -> MetricAccumulator:
-    """All metrics per image at original resolution; the threshold defaults to the weights'.
+    postprocess: bool = True,
+) -> Evaluation:
+    """All metrics per image at original resolution, on the masks ``lungseg predict`` writes.
 
-    With ``postprocess`` each thresholded mask goes through
-    :func:`lungseg.postprocess.postprocess_mask` (two largest components, holes filled) before
-    it is scored, as ``lungseg predict`` does by default, so its effect can be measured.
+    Args:
+        threshold: overrides the weights' lung threshold.
+        postprocess: as ``lungseg predict`` (default on: two largest lung components and the
+            largest heart component, holes filled); off scores the network's raw masks.
     """
-    threshold = segmenter.threshold if threshold is None else threshold
-    metrics = MetricAccumulator()
+    scores = Evaluation()
     for item in predict_pairs(
-        segmenter, pairs, batch_size=batch_size, workers=workers, progress=progress
+        segmenter,
+        pairs,
+        postprocess=postprocess,
+        threshold=threshold,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
     ):
-        pair = item["pair"]
-        problem = mask_problem(item["truth"])
+        pair, result = item.pair, item.result
+        problem = mask_problem(item.truth)
         if problem is not None:
             log.warning(
                 "%s: %s; scored as it is (lungseg.metrics defines the scores of empty masks)",
                 ", ".join(str(path) for path in pair.masks),
                 problem[1],
             )
-        mask = item["prob"] > threshold
-        metrics.update(
-            postprocess_mask(mask) if postprocess else mask,
-            item["truth"],
-            id=pair.id,
-            source=pair.source,
-            spacing=item["spacing"],
+        spacing = result.meta.pixel_spacing_mm if result.meta is not None else None
+        scores.lungs.update(
+            result.mask, item.truth, id=pair.id, source=pair.source, spacing=spacing
         )
-    return metrics
+        if item.heart_truth is not None and result.heart is not None:
+            scores.heart.update(
+                result.heart, item.heart_truth, id=pair.id, source=pair.source, spacing=spacing
+            )
+            extents = cardiothoracic_extents(item.heart_truth, item.truth)
+            scores.ctr.append(
+                {
+                    "id": pair.id,
+                    "source": pair.source,
+                    "ctr": result.measurements.ctr,
+                    "ctr_truth": None if extents is None else round(extents.ctr, 4),
+                }
+            )
+    return scores
 
 
 def tune_threshold(
     segmenter: Segmenter,
-    pairs: Sequence[Pair],
+    predictions: Iterable[PairPrediction],
     candidates: Sequence[float] = THRESHOLDS,
     *,
     by_source: bool = False,
-    **kwargs: Any,
+    postprocess: bool = True,
 ) -> tuple[float, dict[float, float]]:
     """The threshold with the best Dice at original resolution (run it on VAL, never test).
 
-    The score is the mean Dice over images or, with ``by_source``, the mean over sources of each
-    source's mean Dice (the trainer's ``selection="source_mean"``), so the largest source does
-    not choose alone.
+    Each candidate cuts the same probabilities through :meth:`Segmenter.lung_mask`, so the
+    chosen threshold is the best for the masks users get. The score is the mean Dice over
+    images or, with ``by_source``, the mean over sources of each source's mean Dice (the
+    trainer's ``selection="source_mean"``), so the largest source does not choose alone.
     """
     thresholds = [float(t) for t in candidates]
     sums: dict[float, dict[str, float]] = {t: {} for t in thresholds}
     counts: dict[str, int] = {}
-    for item in predict_pairs(segmenter, pairs, desc="tune threshold", **kwargs):
-        source = item["pair"].source
+    for item in predictions:
+        source = item.pair.source
         for t in thresholds:
-            sums[t][source] = sums[t].get(source, 0.0) + dice(item["prob"] > t, item["truth"])
+            mask = segmenter.lung_mask(item.result.probabilities, t, postprocess=postprocess)
+            sums[t][source] = sums[t].get(source, 0.0) + dice(mask, item.truth)
         counts[source] = counts.get(source, 0) + 1
     scores = {t: selection_mean(sums[t], counts, by_source=by_source) for t in thresholds}
     best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))

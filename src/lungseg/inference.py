@@ -1,15 +1,22 @@
-"""The Segmenter: one object behind the Python API, the CLI and the web service.
+"""The Segmenter: one object behind the Python API, the CLI, evaluation and the web service.
 
 It owns the model, the input size and the decision threshold read from the weights file, and
 it always returns results at the image's ORIGINAL resolution: logits are computed at the
 network's size and resized back (bilinear) before the sigmoid and the threshold.
+
+:meth:`Segmenter.predict_many` is the one prediction path (as nnU-Net has one predictor):
+``lungseg predict``, ``lungseg evaluate``, the threshold choice after training and the web
+service all consume the :class:`Segmentation` it yields, so a reported score is the score of
+the masks users get. Files are decoded in DataLoader workers; a file that cannot be read either
+stops the run or comes back as a :class:`FailedInput`, in input order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,11 +26,15 @@ from torch import nn
 from lungseg.backends import OnnxRuntimeModel, resolve_backend
 from lungseg.data.io import ImageMeta, read_image
 from lungseg.data.transforms import preprocess
-from lungseg.errors import LungsegError
+from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.measure import LungMeasurements, lung_labels, measure_lungs
 from lungseg.postprocess import postprocess_mask
 from lungseg.runtime import resolve_runtime
 from lungseg.weights import WeightsInfo, load_weights, shipped_weights_path
+
+HEART_THRESHOLD = 0.5
+"""The heart channel's cut. Only the lung threshold is chosen on validation: the heart is one
+large, smooth shape whose Dice hardly moves between 0.4 and 0.6."""
 
 
 @dataclass
@@ -34,8 +45,12 @@ class Segmentation:
         mask: bool (H, W) lungs, post-processed unless that was turned off.
         probabilities: float32 (H, W) lung probability before the threshold.
         labels: uint8 (H, W): 0 background, 1 the patient's right lung, 2 the left one.
-        measurements: areas per side (cm2 when the spacing is known) and the quality flag.
+        measurements: areas per side (cm2 when the spacing is known), the heart's area and
+            the cardiothoracic ratio, and the quality flag.
         meta: what the file said about itself, when the input was a file.
+        heart: bool (H, W) heart (one component, holes filled when post-processed); None when
+            the weights have no heart channel.
+        grey: the decoded X-ray as 8-bit grey (H, W), for overlays; None for array inputs.
     """
 
     mask: np.ndarray
@@ -43,6 +58,59 @@ class Segmentation:
     labels: np.ndarray
     measurements: LungMeasurements
     meta: ImageMeta | None = None
+    heart: np.ndarray | None = None
+    grey: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FailedInput:
+    """An input :meth:`Segmenter.predict_many` could not segment, and why."""
+
+    path: Path | None
+    reason: str
+
+    def error(self) -> InvalidInputError | LungsegError:
+        """The error to raise for it (names the file)."""
+        if self.path is None:
+            return LungsegError(self.reason)
+        return InvalidInputError(self.path, self.reason)
+
+    def __str__(self) -> str:
+        return str(self.error())
+
+
+class _DecodeDataset(torch.utils.data.Dataset):
+    """Decodes one input in a worker: the network input, the 8-bit grey image and the meta.
+
+    A file that cannot be read comes back as its reason, never as an exception: raised in a
+    worker it would reach the caller as a RuntimeError wrapping a traceback.
+    """
+
+    def __init__(self, inputs: Sequence[str | Path | np.ndarray], segmenter: Segmenter) -> None:
+        self.inputs = list(inputs)
+        self.prepare = segmenter.prepare
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.inputs[index]
+        if isinstance(item, np.ndarray):
+            pixels = np.asarray(item, dtype=np.float32)
+            return {"input": self.prepare(pixels), "size": pixels.shape[:2], "meta": None}
+        path = Path(item)
+        try:
+            pixels, meta = read_image(path)
+        except InvalidInputError as err:
+            return {"failed": FailedInput(Path(err.path), err.reason)}
+        except LungsegError as err:
+            return {"failed": FailedInput(path, str(err))}
+        return {
+            "input": self.prepare(pixels),
+            "size": pixels.shape[:2],
+            "meta": meta,
+            "grey": np.round(pixels * 255).astype(np.uint8),  # 1 byte per pixel across IPC
+        }
 
 
 class Segmenter:
@@ -138,46 +206,125 @@ class Segmenter:
         with self.runtime.autocast():
             return self.model(batch).float()
 
+    @property
+    def has_heart(self) -> bool:
+        """Whether the weights have a heart channel (channel 1)."""
+        return "heart" in self.info.labels
+
     @torch.inference_mode()
     def probabilities_at(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-        """One image's (1, h, w) logits -> (H, W) probabilities at the original size."""
+        """One image's (C, h, w) logits -> (C, H, W) probabilities at the original size."""
         resized = F.interpolate(
             logits[None], size=tuple(size), mode="bilinear", align_corners=False
         )
-        return torch.sigmoid(resized)[0, 0].cpu().numpy()
+        return torch.sigmoid(resized)[0].cpu().numpy()
 
     def finish(
-        self, probabilities: np.ndarray, meta: ImageMeta | None = None, *, postprocess: bool = True
+        self,
+        probabilities: np.ndarray,
+        meta: ImageMeta | None = None,
+        *,
+        postprocess: bool = True,
+        threshold: float | None = None,
     ) -> Segmentation:
-        """Probabilities at original size -> mask, sides and measurements (one place for all).
+        """(C, H, W) probabilities at original size -> masks, sides and measurements.
 
-        ``postprocess`` keeps the two largest components and fills their holes: a lung is one
-        piece without holes, so what it removes are the model's specks and gaps.
+        ``postprocess`` keeps the two largest lung components and the largest heart component
+        and fills their holes: a lung and a heart are each one piece without holes, so what it
+        removes are the model's specks and gaps. ``threshold`` overrides the weights' lung
+        threshold (for threshold tuning).
         """
-        mask = probabilities > self.threshold
-        if postprocess:
-            mask = postprocess_mask(mask)
+        lungs = probabilities[0]
+        mask = self.lung_mask(lungs, threshold, postprocess=postprocess)
+        heart = None
+        if self.has_heart:
+            heart = probabilities[1] > HEART_THRESHOLD
+            if postprocess:
+                heart = postprocess_mask(heart, keep=1)
         spacing = meta.pixel_spacing_mm if meta is not None else None
         return Segmentation(
             mask=mask,
-            probabilities=probabilities,
+            probabilities=lungs,
             labels=lung_labels(mask),
-            measurements=measure_lungs(mask, spacing),
+            measurements=measure_lungs(mask, spacing, heart=heart),
             meta=meta,
+            heart=heart,
         )
+
+    def lung_mask(
+        self, probabilities: np.ndarray, threshold: float | None = None, *, postprocess: bool = True
+    ) -> np.ndarray:
+        """(H, W) lung probabilities -> the bool lung mask (the weights' threshold by default)."""
+        mask = probabilities > (self.threshold if threshold is None else threshold)
+        return postprocess_mask(mask) if postprocess else mask
+
+    def predict_many(
+        self,
+        inputs: Iterable[str | Path | np.ndarray],
+        *,
+        batch_size: int = 8,
+        workers: int = 1,
+        postprocess: bool = True,
+        threshold: float | None = None,
+        skip_failed: bool = False,
+        progress: bool = False,
+        desc: str = "predict",
+    ) -> Iterator[Segmentation | FailedInput]:
+        """Segment many X-rays, in input order: files (any format lungseg reads) or arrays.
+
+        Args:
+            inputs: file paths, or [0, 1] float arrays (H, W) of any sizes.
+            batch_size: images per network call.
+            workers: DataLoader processes that decode files (0: in this process; arrays are
+                always prepared here, sending them to a worker would only copy them).
+            postprocess, threshold: as in :meth:`finish`.
+            skip_failed: yield a :class:`FailedInput` for a file that cannot be read instead
+                of raising its error.
+            progress: show a progress bar (on a terminal).
+
+        Raises:
+            InvalidInputError: a file cannot be read (unless ``skip_failed``).
+        """
+        from torch.utils.data import DataLoader
+        from tqdm import tqdm
+
+        inputs = list(inputs)
+        any_file = any(not isinstance(item, np.ndarray) for item in inputs)
+        loader = DataLoader(
+            _DecodeDataset(inputs, self),
+            batch_size=max(1, batch_size),
+            num_workers=workers if any_file else 0,
+            collate_fn=list,
+        )
+        with tqdm(total=len(inputs), desc=desc, unit="img", disable=not progress) as bar:
+            for items in loader:
+                good = [item for item in items if "failed" not in item]
+                logits = self.logits(torch.stack([i["input"] for i in good])) if good else []
+                results = iter(zip(good, logits, strict=True))
+                for item in items:
+                    if "failed" in item:
+                        if not skip_failed:
+                            raise item["failed"].error()
+                        yield item["failed"]
+                        continue
+                    _, image_logits = next(results)
+                    result = self.finish(
+                        self.probabilities_at(image_logits, item["size"]),
+                        item["meta"],
+                        postprocess=postprocess,
+                        threshold=threshold,
+                    )
+                    result.grey = item.get("grey")
+                    yield result
+                bar.update(len(items))
 
     def predict_arrays(
         self, images: Sequence[np.ndarray], *, postprocess: bool = True
     ) -> list[Segmentation]:
         """Segment several [0, 1] float images of any sizes in one batch."""
-        batch = torch.stack([self.prepare(image) for image in images])
-        logits = self.logits(batch)
-        return [
-            self.finish(
-                self.probabilities_at(image_logits, image.shape[:2]), postprocess=postprocess
-            )
-            for image, image_logits in zip(images, logits, strict=True)
-        ]
+        return list(  # type: ignore[arg-type]
+            self.predict_many(images, batch_size=len(images), postprocess=postprocess)
+        )
 
     def __call__(
         self,
@@ -192,7 +339,8 @@ class Segmenter:
         the pixel spacing, hence areas in cm2; a file states its own.
         """
         if not isinstance(image, np.ndarray):
-            image, meta = read_image(image)
+            (result,) = self.predict_many([image], batch_size=1, workers=0, postprocess=postprocess)
+            return result  # type: ignore[return-value]
         batch = self.prepare(np.asarray(image, dtype=np.float32))[None]
         probabilities = self.probabilities_at(self.logits(batch)[0], image.shape[:2])
         return self.finish(probabilities, meta, postprocess=postprocess)

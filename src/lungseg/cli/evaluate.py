@@ -28,10 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threshold", type=float, help="override the threshold stored in the weights"
     )
     parser.add_argument(
-        "--postprocess",
-        action="store_true",
-        help="score masks after post-processing (two largest components, holes filled), as "
-        "lungseg predict writes them",
+        "--no-postprocess",
+        dest="postprocess",
+        action="store_false",
+        help="score the network's raw masks instead of the post-processed ones lungseg predict "
+        "writes (default: post-processed: two largest lung components, largest heart "
+        "component, holes filled)",
     )
     parser.add_argument("--json", type=Path, help="write the summary as JSON")
     parser.add_argument("--csv", type=Path, help="write one row per image")
@@ -87,6 +89,22 @@ def format_table(aggregate: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_heart(heart: dict[str, Any]) -> str:
+    """The heart's scores and the cardiothoracic ratio's agreement with the manual masks'."""
+    lines = [
+        f"heart ({heart['n']} images with a heart mask): Dice {heart['dice']:.4f}, "
+        f"IoU {heart['iou']:.4f}, HD95 {heart['hd95']:.2f} px"
+    ]
+    if "ctr_mae" in heart:
+        lines.append(
+            f"CTR against the manual masks' ({heart['ctr_n']} images, {heart['ctr_missing']} "
+            f"without a CTR): mean absolute error {heart['ctr_mae']:.4f}, bias "
+            f"{heart['ctr_bias']:+.4f}, cardiomegaly (CTR > 0.5) agrees on "
+            f"{heart['cardiomegaly_agreement']:.1%}"
+        )
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from lungseg.atomic import atomic_write_text
     from lungseg.data.discovery import discover, load_split, select
@@ -109,15 +127,24 @@ def run(args: argparse.Namespace) -> int:
     )
     aggregate = metrics.aggregate()
     threshold = segmenter.threshold if args.threshold is None else args.threshold
+    masks = (
+        "post-processed masks, as lungseg predict writes them"
+        if args.postprocess
+        else ("raw masks (no post-processing)")
+    )
     print(
-        f"{aggregate['n']} images, threshold {threshold:.2f}, metrics at original resolution "
-        f"(F1 = Dice, reported once){', post-processed' if args.postprocess else ''}"
+        f"{aggregate['n']} images, threshold {threshold:.2f}, {masks}; metrics at original "
+        "resolution (F1 = Dice, reported once)"
     )
     print(format_table(aggregate))
+    heart = metrics.heart_summary()
+    if heart is not None:
+        print(format_heart(heart))
     if args.json:
         result = summary_json(aggregate)
         result["threshold"] = threshold
         result["postprocess"] = args.postprocess
+        result["heart"] = heart
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     if args.csv:
         rows = metrics.rows()

@@ -1,10 +1,10 @@
-"""The ``lungseg predict`` loop: decode in workers, segment in batches, write, merge.
+"""The ``lungseg predict`` loop: segment with :meth:`Segmenter.predict_many`, write, merge.
 
-Decoding (the slow, format-dependent part) runs in DataLoader workers, which return either a
-ready network input or the reason the file could not be read, so one bad file is reported and
-skipped instead of ending the run (``strict`` ends it). Under ``torchrun`` every rank takes every
-``world_size``-th image of the sorted list and rank 0 merges the journal into one table, so the
-result does not depend on how many processes made it.
+Decoding (the slow, format-dependent part) runs in ``predict_many``'s DataLoader workers; a file
+that cannot be read comes back as a :class:`~lungseg.inference.FailedInput`, so one bad file is
+reported and skipped instead of ending the run (``strict`` ends it). Under ``torchrun`` every
+rank takes every ``world_size``-th image of the sorted list and rank 0 merges the journal into
+one table, so the result does not depend on how many processes made it.
 """
 
 from __future__ import annotations
@@ -14,17 +14,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lungseg.data.io import ImageMeta, read_image
 from lungseg.distributed import DistInfo, barrier, cleanup, init_distributed
 from lungseg.errors import LungsegError
-from lungseg.inference import Segmenter
+from lungseg.inference import FailedInput, Segmentation, Segmenter
 from lungseg.overlay import render_overlay
 from lungseg.predict.inputs import InputImage, collect_inputs
 from lungseg.predict.outputs import (
@@ -73,26 +69,6 @@ class PredictSummary:
         return self.segmented / self.seconds if self.seconds > 0 else 0.0
 
 
-class _DecodeDataset(Dataset):
-    """Reads one image in a worker: the network input, the grey image for the overlay, meta."""
-
-    def __init__(self, images: Sequence[InputImage], segmenter: Segmenter) -> None:
-        self.images = list(images)
-        self.prepare = segmenter.prepare
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image = self.images[index]
-        try:
-            pixels, meta = read_image(image.path)
-        except LungsegError as err:
-            return {"image": image, "error": str(err)}
-        grey = np.round(pixels * 255).astype(np.uint8)  # for the overlay: 1 byte per pixel
-        return {"image": image, "input": self.prepare(pixels), "grey": grey, "meta": meta}
-
-
 def predict(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
@@ -127,13 +103,6 @@ def _predict(
     skipped = len(mine) - len(todo)
     if skipped and dist.is_main:
         log.info("%d image(s) already done in %s (use --overwrite to redo them)", skipped, out_dir)
-    loader = DataLoader(
-        _DecodeDataset(todo, segmenter),
-        batch_size=options.batch_size,
-        num_workers=options.workers,
-        collate_fn=list,
-        persistent_workers=False,
-    )
     started = time.perf_counter()
     segmented = failed = 0
     bar = tqdm(
@@ -142,22 +111,23 @@ def _predict(
         unit="img",
         disable=not (options.progress and dist.is_main),
     )
-    for items in loader:
-        good = [item for item in items if "error" not in item]
-        for item in items:
-            if "error" in item:
-                failed += 1
-                _fail(out_dir, item["image"], item["error"], options)
-        if good:
-            logits = segmenter.logits(torch.stack([item["input"] for item in good]))
-            for item, image_logits in zip(good, logits, strict=True):
-                try:
-                    _finish_one(out_dir, item, image_logits, segmenter, options)
-                    segmented += 1
-                except LungsegError as err:
-                    failed += 1
-                    _fail(out_dir, item["image"], str(err), options)
-        bar.update(len(items))
+    results = segmenter.predict_many(
+        [image.path for image in todo],
+        batch_size=options.batch_size,
+        workers=options.workers,
+        postprocess=options.postprocess,
+        skip_failed=True,
+    )
+    for image, result in zip(todo, results, strict=True):
+        try:
+            if isinstance(result, FailedInput):
+                raise result.error()
+            _write_one(out_dir, image, result, segmenter, options)
+            segmented += 1
+        except LungsegError as err:
+            failed += 1
+            _fail(out_dir, image, str(err), options)
+        bar.update()
         bar.set_postfix(img_s=f"{(segmented + failed) / (time.perf_counter() - started):.1f}")
     bar.close()
     seconds = time.perf_counter() - started
@@ -190,22 +160,22 @@ def _fail(out_dir: Path, image: InputImage, message: str, options: PredictOption
     record_row(out_dir, image, row)
 
 
-def _finish_one(
+def _write_one(
     out_dir: Path,
-    item: dict[str, Any],
-    image_logits: torch.Tensor,
+    image: InputImage,
+    result: Segmentation,
     segmenter: Segmenter,
     options: PredictOptions,
 ) -> None:
-    image: InputImage = item["image"]
-    meta: ImageMeta = item["meta"]
-    probabilities = segmenter.probabilities_at(image_logits, (meta.height, meta.width))
-    result = segmenter.finish(probabilities, meta, postprocess=options.postprocess)
+    meta = result.meta
+    assert meta is not None and result.grey is not None  # a file input states both
     write_png(output_path(out_dir, image, "mask"), result.mask.astype(np.uint8) * 255)
-    overlay = render_overlay(item["grey"] / 255.0, result.labels)
+    if result.heart is not None:
+        write_png(output_path(out_dir, image, "heart"), result.heart.astype(np.uint8) * 255)
+    overlay = render_overlay(result.grey / 255.0, result.labels, heart=result.heart)
     write_png(output_path(out_dir, image, "overlay"), overlay)
     if options.probabilities:
-        scaled = np.round(probabilities * 65535).astype(np.uint16)
+        scaled = np.round(result.probabilities * 65535).astype(np.uint16)
         write_png(output_path(out_dir, image, "probabilities"), scaled)
     if options.dicom_seg and meta.source_format == "dicom":
         from lungseg.dicom_seg import write_dicom_seg
@@ -216,6 +186,7 @@ def _finish_one(
             output_path(out_dir, image, "seg", ".dcm"),
             model_name=str(segmenter.info.model_config.get("name")),
             model_version=segmenter.info.lungseg_version,
+            heart=result.heart,
         )
     row = {
         "file": str(image.path),

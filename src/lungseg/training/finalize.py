@@ -1,8 +1,9 @@
 """The end of a run: pick the decision threshold on val and write the deployable model.
 
 The best checkpoint (by val Dice at network resolution) is reloaded, its threshold is chosen by
-mean val Dice at ORIGINAL resolution, and ``model.safetensors`` + ``summary.json`` +
-``val_predictions.png`` are written. The test subset is never touched here.
+mean val Dice at ORIGINAL resolution on the post-processed masks users get, and
+``model.safetensors`` + ``summary.json`` + ``val_predictions.png`` are written. Each val image
+is decoded and run once. The test subset is never touched here.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from lungseg.atomic import atomic_write_text
-from lungseg.data.io import read_image
-from lungseg.evaluate import predict_pairs, tune_threshold
+from lungseg.evaluate import PairPrediction, predict_pairs, tune_threshold
 from lungseg.inference import Segmenter
 from lungseg.metrics import dice
 from lungseg.training.reports import plot_predictions
@@ -35,12 +36,23 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
     out = trainer.out
     model, info = load_weights(out / BEST)
     segmenter = Segmenter(model, info, device="cpu", precision="fp32")
-    workers = min(trainer.config.workers, 2)
+    val = trainer.data.val
+    shown_ids = {p.id for p in val[:: max(1, len(val) // N_FIGURE_ROWS)][:N_FIGURE_ROWS]}
+    shown: list[PairPrediction] = []
+    heart_dice: list[float] = []
+
+    def one_pass() -> Any:  # keeps what the figure and the heart score need on the way
+        for item in predict_pairs(
+            segmenter, val, workers=min(trainer.config.workers, 2), desc="tune threshold"
+        ):
+            if item.pair.id in shown_ids:
+                shown.append(item)
+            if item.heart_truth is not None and item.result.heart is not None:
+                heart_dice.append(dice(item.result.heart, item.heart_truth))
+            yield item
+
     threshold, scores = tune_threshold(
-        segmenter,
-        trainer.data.val,
-        workers=workers,
-        by_source=trainer.config.selection == "source_mean",
+        segmenter, one_pass(), by_source=trainer.config.selection == "source_mean"
     )
     info.threshold = threshold
     info.extra.update(
@@ -51,19 +63,19 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
             "val_dice_network_res": round(trainer.best_dice, 5),
             "train_precision": _precision_used(trainer),
             "val_dice_by_threshold": {f"{t:.2f}": round(s, 5) for t, s in scores.items()},
+            **({"val_heart_dice": round(float(np.mean(heart_dice)), 5)} if heart_dice else {}),
         }
     )
     save_weights(out / FINAL, model, info)
     segmenter.threshold = threshold
 
-    shown = trainer.data.val[:: max(1, len(trainer.data.val) // N_FIGURE_ROWS)][:N_FIGURE_ROWS]
     images, truths, preds, titles = [], [], [], []
-    for item in predict_pairs(segmenter, shown, workers=0, progress=False):
-        pred = item["prob"] > threshold
-        images.append(read_image(item["pair"].image)[0])
-        truths.append(item["truth"])
+    for item in shown:
+        pred = segmenter.lung_mask(item.result.probabilities, threshold)
+        images.append(item.result.grey / 255.0)
+        truths.append(item.truth)
         preds.append(pred)
-        titles.append(f"{item['pair'].id}\nDice {dice(pred, item['truth']):.3f}")
+        titles.append(f"{item.pair.id}\nDice {dice(pred, item.truth):.3f}")
     plot_predictions(out / "val_predictions.png", images, truths, preds, titles)
 
     summary = {
@@ -74,6 +86,7 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
         "train_seconds": round(trainer.elapsed, 1),
         "threshold": threshold,
         "val_dice_original_res": round(scores[threshold], 5),
+        **({"val_heart_dice": round(float(np.mean(heart_dice)), 5)} if heart_dice else {}),
         "split": trainer.data.split_name,
         "precision": _precision_used(trainer),
         "weights": str(out / FINAL),
