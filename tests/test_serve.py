@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from dicom_factory import write_dicom_file, xray_dataset
 from PIL import Image
 from pydicom.uid import SecondaryCaptureImageStorage
@@ -26,10 +27,25 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from lungseg.cli import main  # noqa: E402
 from lungseg.data.dataset import load_full_mask  # noqa: E402
+from lungseg.inference import Segmenter  # noqa: E402
 from lungseg.metrics import dice  # noqa: E402
+from lungseg.models import create_model  # noqa: E402
+from lungseg.overlay import HEART_COLOR, THORAX_COLOR  # noqa: E402
+from lungseg.png import encode_png  # noqa: E402
 from lungseg.serve import create_app  # noqa: E402
 from lungseg.serve.results import ResultStore  # noqa: E402
-from lungseg.weights import shipped_weights_path  # noqa: E402
+from lungseg.serve.segment import hex_colour, segment_upload  # noqa: E402
+from lungseg.weights import WeightsInfo, save_weights, shipped_weights_path  # noqa: E402
+
+CAVEAT = "AP and supine films enlarge the heart's shadow"
+HEART_FIELDS = {
+    "heart_area_px",
+    "heart_area_cm2",
+    "ctr",
+    "cardiomegaly",
+    "cardiomegaly_caveat",
+    "extents",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +68,40 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     app = create_app(temp_dir=tmp_path_factory.mktemp("serve"))
     with TestClient(app) as test_client:
         yield test_client
+
+
+def heart_model() -> tuple[torch.nn.Module, WeightsInfo]:
+    """A tiny untrained model with a heart channel (what it segments is arbitrary)."""
+    torch.manual_seed(0)
+    model = create_model("msag_unet_cpu", out_channels=2)
+    return model.eval(), WeightsInfo(
+        model_config=model.config, image_size=(64, 64), labels=("lungs", "heart")
+    )
+
+
+@pytest.fixture(scope="module")
+def heart_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A server whose weights have a heart channel."""
+    folder = tmp_path_factory.mktemp("heart-serve")
+    weights = folder / "heart_model.safetensors"
+    save_weights(weights, *heart_model())
+    with TestClient(create_app(weights, temp_dir=folder)) as test_client:
+        yield test_client
+
+
+def synthetic_png(height: int = 96, width: int = 128) -> bytes:
+    """A grey image of ``height x width`` (not square, so a transposed layer would show)."""
+    rng = np.random.default_rng(0)
+    return encode_png(rng.integers(0, 256, size=(height, width), dtype=np.uint8))
+
+
+def known_logits(batch: torch.Tensor) -> torch.Tensor:
+    """Stands in for the network: two lungs and a wide heart on the 64 x 64 grid."""
+    logits = torch.full((batch.shape[0], 2, 64, 64), -10.0)
+    logits[:, 0, 10:54, 6:28] = 10.0  # the patient's right lung (image left)
+    logits[:, 0, 10:54, 36:58] = 10.0  # the left lung
+    logits[:, 1, 30:50, 18:46] = 10.0  # the heart: 28 of the thorax's 52 columns
+    return logits
 
 
 def upload(client: TestClient, data: bytes, name: str = "chest.png", query: str = ""):
@@ -390,6 +440,7 @@ def test_health_model_card_docs_and_page(client):
     assert health["capacity"] == 1 + 8
 
     card = client.get("/v1/model").json()
+    assert card.pop("labels") == ["lungs"] and card.pop("has_heart") is False  # from the weights
     assert card == json.loads(shipped_weights_path().with_suffix(".json").read_text())
 
     docs = client.get("/docs")
@@ -398,6 +449,25 @@ def test_health_model_card_docs_and_page(client):
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/v1/segment", "/v1/model", "/healthz"} <= set(spec["paths"])
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["HeartMeasurements"]["properties"]) >= HEART_FIELDS
+    assert "heart" in schemas["SegmentResponse"]["properties"]
+    assert "heart" in schemas["ResultLinks"]["properties"]
+    assert {"labels", "has_heart"} <= set(schemas["ModelInfo"]["properties"])
+
+    def refs(node: object) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref":
+                    yield value
+                else:
+                    yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    prefix = "#/components/schemas/"
+    assert all(ref.startswith(prefix) and ref[len(prefix) :] in schemas for ref in refs(spec))
 
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -428,3 +498,103 @@ def test_cli_serve_refuses_missing_weights_in_one_line(tmp_path, capsys):
         main(["serve", "--help"])
     assert exit_info.value.code == 0
     assert "--max-upload-mb" in capsys.readouterr().out
+
+
+# --- the heart and the cardiothoracic ratio -----------------------------------------------------
+
+
+def test_lungs_only_model_answers_null_heart_fields_and_no_heart_view(client):
+    response = upload(client, synthetic_png())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"]["labels"] == ["lungs"] and body["model"]["has_heart"] is False
+    heart = body["heart"]
+    assert set(heart) == HEART_FIELDS
+    assert all(heart[key] is None for key in HEART_FIELDS - {"cardiomegaly_caveat"})
+    assert CAVEAT in heart["cardiomegaly_caveat"]
+    results = body["results"]
+    assert results["heart"] is None
+    assert client.get(f"/v1/results/{results['id']}/heart.png").status_code == 404
+    assert decode_png(client.get(results["overlay"]).content).shape == (96, 128, 3)
+
+
+def test_heart_model_answers_the_heart_fields_and_a_heart_layer(heart_client):
+    response = upload(heart_client, synthetic_png())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"]["labels"] == ["lungs", "heart"] and body["model"]["has_heart"] is True
+    card = heart_client.get("/v1/model").json()
+    assert card["labels"] == ["lungs", "heart"] and card["has_heart"] is True
+    heart = body["heart"]
+    assert set(heart) == HEART_FIELDS
+    # Untrained: the heart may be empty or everywhere; the structure is what is fixed.
+    assert isinstance(heart["heart_area_px"], int) and 0 <= heart["heart_area_px"] <= 96 * 128
+    assert heart["heart_area_cm2"] is None  # a PNG states no pixel spacing
+    assert CAVEAT in heart["cardiomegaly_caveat"]
+    if heart["ctr"] is None:
+        assert heart["cardiomegaly"] is None and heart["extents"] is None
+    else:
+        assert heart["cardiomegaly"] is (heart["ctr"] > 0.5)
+        assert set(heart["extents"]) == {
+            "heart_columns",
+            "heart_row",
+            "thorax_columns",
+            "thorax_row",
+        }
+    assert body["colours"]["heart"] == hex_colour(HEART_COLOR)
+    assert body["colours"]["thorax"] == hex_colour(THORAX_COLOR)
+    layer = decode_png(heart_client.get(body["results"]["heart"]).content)
+    assert layer.shape == (96, 128, 4) and layer.dtype == np.uint8
+    assert int(np.count_nonzero(layer[..., 3])) >= heart["heart_area_px"]
+
+
+def test_ctr_extents_and_heart_layer_rebuild_the_overlay(heart_client, monkeypatch):
+    monkeypatch.setattr(heart_client.app.state.service.segmenter, "logits", known_logits)
+    body = upload(heart_client, synthetic_png()).json()
+    heart, links = body["heart"], body["results"]
+    extents = heart["extents"]
+    (h0, h1), (t0, t1) = extents["heart_columns"], extents["thorax_columns"]
+    # The 64-grid columns 18..45 and 6..57 at twice the width (bilinear: within a pixel or two).
+    assert abs(h0 - 36) <= 2 and abs(h1 - 91) <= 2 and abs(t0 - 12) <= 2 and abs(t1 - 115) <= 2
+    assert 45 <= extents["heart_row"] <= 75 and 15 <= extents["thorax_row"] <= 81
+    assert heart["ctr"] == pytest.approx((h1 - h0 + 1) / (t1 - t0 + 1), abs=1e-4)
+    assert heart["cardiomegaly"] is True  # 28 / 52 columns
+    assert heart["heart_area_px"] == pytest.approx(20 * 1.5 * 28 * 2, rel=0.1)
+
+    views = {
+        view: decode_png(heart_client.get(links[view]).content)
+        for view in ("image", "labels", "outline", "heart", "overlay")
+    }
+    layer = views["heart"]
+    # The lines are opaque: the heart's in its colour on its row, the thorax's in yellow.
+    assert (layer[extents["heart_row"], h0 + 2 : h1 - 1, :3] == HEART_COLOR).all()
+    assert (layer[extents["thorax_row"], t0 + 2 : t1 - 1, :3] == THORAX_COLOR).all()
+    tint = layer[..., 3] == round(0.45 * 255)
+    assert 0 < int(tint.sum()) < heart["heart_area_px"]  # the inside; the contour is opaque
+    assert (layer[tint, :3] == HEART_COLOR).all()
+
+    # Stacked as the page stacks them (tint at 45 %), the layers give the overlay.
+    stack = np.repeat(views["image"][..., None].astype(np.float64), 3, axis=2)
+    for rgba, weight in ((views["labels"], 0.45), (views["outline"], 1.0), (layer, 1.0)):
+        alpha = rgba[..., 3:4] / 255.0 * weight
+        stack = stack * (1 - alpha) + rgba[..., :3] * alpha
+    assert np.abs(stack - views["overlay"]).max() <= 2
+
+
+def test_segment_upload_omits_the_heart_view_without_a_heart_channel(monkeypatch):
+    model, info = heart_model()
+    segmenter = Segmenter(model, info)
+    monkeypatch.setattr(segmenter, "logits", known_logits)
+    with_heart = segment_upload(segmenter, synthetic_png(), "a.png", max_pixels=10**6)
+    assert with_heart.has_heart and with_heart.extents is not None
+    assert with_heart.measurements.ctr == pytest.approx(with_heart.extents.ctr, abs=1e-4)
+    assert set(with_heart.pngs) == {"mask", "overlay", "image", "labels", "outline", "heart"}
+    only_mask = segment_upload(
+        segmenter, synthetic_png(), "a.png", max_pixels=10**6, views=["mask"]
+    )
+    assert set(only_mask.pngs) == {"mask"}
+
+    lungs_only = Segmenter.from_pretrained()
+    result = segment_upload(lungs_only, synthetic_png(), "a.png", max_pixels=10**6)
+    assert not result.has_heart and result.extents is None and "heart" not in result.pngs
+    assert result.measurements.ctr is None and result.measurements.heart_area_px is None

@@ -103,6 +103,10 @@ def test_page_segments_an_uploaded_xray(server, browser, xrays, tmp_path):
     assert page.inner_text("#area-total-cm2") == "\u2014"  # a PNG states no spacing
     assert page.inner_text("#quality") == {"ok": "OK", "check": "Check"}[lungs["quality"]]
     assert page.inner_text("#file-name") == xray.name
+    # The shipped model has no heart channel: no CTR card, no heart toggle, no heart layer.
+    assert api["model"]["has_heart"] is False and api["heart"]["ctr"] is None
+    for heart_part in ("#heart-card", "#heart-control", "#heart-img"):
+        assert page.is_hidden(heart_part), heart_part
 
     # The opacity slider drives the tint layer.
     page.eval_on_selector(
@@ -143,6 +147,44 @@ def test_page_segments_an_uploaded_xray(server, browser, xrays, tmp_path):
     assert page.inner_text("#area-total") == f"{_post_file(server, other)['lungs']['area_px']:,}"
     assert console_errors == []
     page.close()
+
+
+def test_page_shows_the_ctr_and_toggles_the_heart_with_a_heart_model(
+    browser, xrays, tmp_path_factory
+):
+    """A model with a heart channel (tiny, untrained: its heart is arbitrary, the page is not)."""
+    import torch
+
+    from lungseg.models import create_model
+    from lungseg.weights import WeightsInfo, save_weights
+
+    folder = tmp_path_factory.mktemp("heart-weights")
+    torch.manual_seed(0)
+    model = create_model("msag_unet_cpu", out_channels=2)
+    info = WeightsInfo(model_config=model.config, image_size=(64, 64), labels=("lungs", "heart"))
+    save_weights(folder / "heart.safetensors", model, info)
+    weights = str(folder / "heart.safetensors")
+    with live_server(tmp_path_factory.mktemp("heart-server-tmp"), "--weights", weights) as live:
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.goto(live.url + "/")
+        page.set_input_files("#file-input", str(xrays[0]))
+        page.wait_for_selector("#heart-card", state="visible", timeout=60_000)
+        width = page.eval_on_selector("#heart-img", "img => img.complete && img.naturalWidth")
+        assert width == 512
+        assert page.is_visible("#heart-img") and page.is_checked("#heart-toggle")
+        heart = _post_file(live, xrays[0])["heart"]
+        ctr = page.inner_text("#ctr")
+        assert ctr == ("\u2014" if heart["ctr"] is None else f"{heart['ctr']:.2f}")
+        if heart["ctr"] is not None:
+            assert "AP and supine films" in page.inner_text("#ctr-caveat")
+        page.uncheck("#heart-toggle")
+        assert page.is_hidden("#heart-img")
+        page.check("#heart-toggle")
+        assert page.is_visible("#heart-img")
+        assert console_errors == []
+        page.close()
 
 
 def test_page_shows_api_errors_readably(server, browser, tmp_path):

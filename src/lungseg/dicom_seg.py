@@ -1,4 +1,4 @@
-"""Write lungseg's left/right lung labels as a DICOM Segmentation (SEG) of their source image.
+"""Write lungseg's left/right lungs (and heart) as a DICOM Segmentation (SEG) of their source.
 
 A clinical pipeline that sends a DICOM radiograph wants the answer back as DICOM, in the same
 study, pointing at the exact image it describes, so a PACS or viewer can overlay it. highdicom
@@ -12,6 +12,10 @@ Decisions, so callers know what they get:
   (Segmented Property Type Modifier Code Sequence). pydicom's code dictionary has no
   pre-coordinated "Right lung"/"Left lung" codes, because the standard expresses laterality
   with the modifier.
+* A heart mask (from weights with a heart channel) adds a segment after the lungs: category
+  "Anatomical Structure", type "Heart" (SNOMED CT 80891009), no laterality; it is written
+  whenever a heart mask is given, empty or not, since the heart overlaps the lungs in
+  projection and a BINARY SEG allows overlapping segments.
 * Only the lungs present in the labels become segments, numbered from 1 in the order right,
   left (highdicom requires consecutive numbers): a mask with only a left lung gives one
   segment, number 1, "Left lung". Readers should go by label or code, not by number.
@@ -54,6 +58,7 @@ if TYPE_CHECKING:  # highdicom and pydicom load on first use: importing this mod
     from highdicom import AlgorithmIdentificationSequence
     from highdicom.seg import Segmentation, SegmentDescription
     from pydicom import Dataset
+    from pydicom.sr.coding import Code
 
 __all__ = ["write_dicom_seg"]
 
@@ -89,6 +94,7 @@ def write_dicom_seg(
     *,
     model_name: str,
     model_version: str,
+    heart: np.ndarray | None = None,
 ) -> Path:
     """Write a BINARY DICOM SEG of ``labels`` that references the DICOM image ``source``.
 
@@ -99,6 +105,7 @@ def write_dicom_seg(
         out: where to write the SEG (written atomically; parent folders are created).
         model_name: the lungseg model, recorded as algorithm name ``"lungseg <model_name>"``.
         model_version: the model's version, recorded as the algorithm version.
+        heart: bool (H, W) heart mask at the same size, written as one more segment.
 
     Returns:
         ``out`` as a Path.
@@ -125,18 +132,23 @@ def write_dicom_seg(
             f"{columns}x{rows}; pass labels at the image's original resolution",
         )
 
+    if heart is not None and np.shape(heart) != labels.shape:
+        raise ValueError(f"heart mask {np.shape(heart)} and labels {labels.shape} differ")
     sides = [side for side in _SIDES if (labels == side[0]).any()] or list(_SIDES)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=f"lungseg {model_name}",
         family=codes.cid7162.ArtificialIntelligence,
         version=model_version,
     )
+    segments = [(labels == value, label, codes.cid7151.Lung, lat) for value, label, lat in sides]
+    if heart is not None:
+        segments.append((np.asarray(heart, dtype=bool), "Heart", codes.cid7151.Heart, None))
     descriptions = [
-        _segment_description(number, label, laterality, algorithm)
-        for number, (_, label, laterality) in enumerate(sides, start=1)
+        _segment_description(number, label, structure, laterality, algorithm)
+        for number, (_, label, structure, laterality) in enumerate(segments, start=1)
     ]
     # Stacked-segments layout (frames, H, W, segments): segment i + 1 is pixel_array[..., i].
-    masks = np.stack([labels == value for value, _, _ in sides], axis=-1)[np.newaxis]
+    masks = np.stack([mask for mask, _, _, _ in segments], axis=-1)[np.newaxis]
     try:
         seg = _build_segmentation(header, masks, descriptions, model_name, model_version)
     except (AttributeError, ValueError) as err:  # what highdicom raises on a header it rejects
@@ -236,7 +248,11 @@ def _read_source_header(source: Path) -> Dataset:
 
 
 def _segment_description(
-    number: int, label: str, laterality: str, algorithm: AlgorithmIdentificationSequence
+    number: int,
+    label: str,
+    structure: Code,
+    laterality: str | None,
+    algorithm: AlgorithmIdentificationSequence,
 ) -> SegmentDescription:
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -245,10 +261,12 @@ def _segment_description(
         segment_number=number,
         segment_label=label,
         segmented_property_category=codes.cid7150.AnatomicalStructure,
-        segmented_property_type=codes.cid7151.Lung,
+        segmented_property_type=structure,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
     )
+    if laterality is None:
+        return description
     description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
         hd.sr.CodedConcept.from_code(getattr(codes.cid244, laterality))
     ]

@@ -56,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="training augmentation set (default: the preset's; cpu: hospital)",
     )
     parser.add_argument(
+        "--heart",
+        action="store_true",
+        default=None,
+        help="also train a heart output channel, from the pairs that have a heart mask (a "
+        "heart/ folder beside masks/, as Wingspan has); the shipped model is trained with it",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         "precision": args.precision,
         "seed": args.seed,
         "augmentation": args.augmentation,
+        "heart": args.heart,
     }
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     for item in args.source_weights:

@@ -108,7 +108,9 @@ class SegmentationDataset(Dataset):
             image = np.clip(augmented["image"], 0.0, 1.0)
             masks = augmented["mask"].reshape(masks.shape)
             masks = np.clip(masks, 0.0, 1.0) if self.soft_masks else masks > 0
-        channels = torch.from_numpy(np.ascontiguousarray(masks.astype(np.float32).transpose(2, 0, 1)))
+        channels = torch.from_numpy(
+            np.ascontiguousarray(masks.astype(np.float32).transpose(2, 0, 1))
+        )
         item: dict[str, object] = {
             "image": torch.from_numpy(normalize(image))[None],  # (1, h, w)
             "mask": channels[:1],  # (1, h, w)
@@ -161,7 +163,6 @@ class SegmentationDataset(Dataset):
         if self.cache:
             self._cached[index] = resized
         return resized
-
 
     def _resize_target(self, mask: np.ndarray) -> np.ndarray:
         if self.soft_masks:

@@ -36,7 +36,8 @@ from pydantic import BaseModel, Field
 from lungseg import __version__
 from lungseg.errors import ImageTooLargeError, InvalidInputError, UnsupportedFormatError
 from lungseg.inference import Segmenter
-from lungseg.overlay import LEFT_COLOR, RIGHT_COLOR
+from lungseg.measure import CARDIOMEGALY_CTR, CardiothoracicExtents
+from lungseg.overlay import HEART_COLOR, LEFT_COLOR, RIGHT_COLOR, THORAX_COLOR
 from lungseg.serve.body_limit import BodyLimitMiddleware
 from lungseg.serve.pool import InferencePool, PoolBusyError
 from lungseg.serve.results import ResultStore
@@ -51,6 +52,12 @@ from lungseg.serve.settings import (
 from lungseg.weights import WeightsInfo, shipped_weights_path
 
 log = logging.getLogger(__name__)
+
+CARDIOMEGALY_CAVEAT = (
+    f"a CTR over {CARDIOMEGALY_CTR} suggests cardiomegaly on a PA film; AP and supine films "
+    "enlarge the heart's shadow, so there the flag is a prompt to look, not a finding"
+)
+"""What ``heart.cardiomegaly`` means, sent with every answer so no client shows the flag bare."""
 
 
 class ImageInfo(BaseModel):
@@ -79,12 +86,55 @@ class LungAreas(BaseModel):
     reason: str = Field(description="why the mask looks implausible; empty when ok")
 
 
+class CtrExtents(BaseModel):
+    """The cardiothoracic ratio's two horizontal lines, in pixels of the original image.
+
+    Columns are inclusive; each line is drawn along one row (as a radiologist draws them).
+    """
+
+    heart_columns: tuple[int, int] = Field(
+        description="first and last column of the heart's widest horizontal extent"
+    )
+    heart_row: int = Field(description="the row of the heart's line: where the heart is widest")
+    thorax_columns: tuple[int, int] = Field(
+        description="first and last column of the thorax: the lungs' outer edges"
+    )
+    thorax_row: int = Field(description="the row of the thorax's line: where the lungs are widest")
+
+
+class HeartMeasurements(BaseModel):
+    """The heart and the cardiothoracic ratio (CTR); null fields where unknown.
+
+    Every value is null when the model has no heart channel (``model.has_heart`` false); ``ctr``,
+    ``cardiomegaly`` and ``extents`` are also null when the heart or either lung is missing.
+    """
+
+    heart_area_px: int | None = Field(description="heart pixels; null without a heart channel")
+    heart_area_cm2: float | None = Field(
+        description="null without a heart channel or when the pixel spacing is unknown"
+    )
+    ctr: float | None = Field(
+        description="heart's widest horizontal extent over the thorax's (the lungs' outer edges)"
+    )
+    cardiomegaly: bool | None = Field(
+        description=f"ctr > {CARDIOMEGALY_CTR}; read it with cardiomegaly_caveat"
+    )
+    cardiomegaly_caveat: str = Field(
+        description="why the flag is a prompt, not a finding (AP and supine films)"
+    )
+    extents: CtrExtents | None = Field(
+        description="the two CTR lines for a client to draw; null without a ctr"
+    )
+
+
 class ModelInfo(BaseModel):
     name: str
     architecture: str
     lungseg_version: str
     threshold: float
     input_size: tuple[int, int]
+    labels: tuple[str, ...] = Field(description="the weights' output channels, in order")
+    has_heart: bool = Field(description="the model segments the heart: a 'heart' channel")
 
 
 class ResultLinks(BaseModel):
@@ -93,17 +143,28 @@ class ResultLinks(BaseModel):
     id: str
     expires_in_s: float
     mask: str = Field(description="0/255 mask at the image's original size")
-    overlay: str = Field(description="the X-ray with the lungs tinted by side")
+    overlay: str = Field(
+        description="the X-ray with the lungs tinted by side (and the heart, with the CTR lines)"
+    )
     image: str = Field(description="the X-ray as 8-bit grey PNG")
     labels: str = Field(description="the lungs filled in their side colours; clear elsewhere")
     outline: str = Field(description="the lungs' contours in their side colours; clear elsewhere")
+    heart: str | None = Field(
+        None,
+        description="the heart tinted and outlined with the two CTR lines; clear elsewhere; "
+        "null when the model has no heart channel",
+    )
 
 
 class SegmentResponse(BaseModel):
     file: str
     image: ImageInfo
     lungs: LungAreas
-    colours: dict[str, str] = Field(description="side -> #rrggbb used in overlay and labels")
+    heart: HeartMeasurements
+    colours: dict[str, str] = Field(
+        description="right, left (the sides), heart and thorax (the CTR lines) -> #rrggbb, as "
+        "drawn in overlay, labels and heart"
+    )
     postprocess: bool
     model: ModelInfo
     timing_ms: dict[str, float] = Field(
@@ -163,7 +224,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         segmenter = Segmenter.from_pretrained(weights_path)
-        card = model_card(weights_path, segmenter.info)
+        # What the weights can segment comes from their header, whatever the card says.
+        card = {
+            **model_card(weights_path, segmenter.info),
+            "labels": list(segmenter.info.labels),
+            "has_heart": segmenter.has_heart,
+        }
         service = _Service(
             segmenter=segmenter,
             card=card,
@@ -249,6 +315,8 @@ def _model_info(card: dict[str, Any], info: WeightsInfo) -> ModelInfo:
         lungseg_version=info.lungseg_version,
         threshold=info.threshold,
         input_size=tuple(info.image_size),
+        labels=tuple(info.labels),
+        has_heart="heart" in info.labels,
     )
 
 
@@ -277,7 +345,10 @@ def _add_routes(app: FastAPI, settings: ServeSettings) -> None:
             "results_kept": len(service.store),
         }
 
-    @app.get("/v1/model", summary="The model card of the served weights")
+    @app.get(
+        "/v1/model",
+        summary="The model card of the served weights, with their labels and has_heart",
+    )
     async def model(request: Request) -> dict[str, Any]:
         return _service(request).card
 
@@ -373,7 +444,13 @@ def _add_routes(app: FastAPI, settings: ServeSettings) -> None:
                 pixel_spacing_mm=meta.pixel_spacing_mm,
             ),
             lungs=LungAreas(**result.measurements.as_row()),
-            colours={"right": hex_colour(RIGHT_COLOR), "left": hex_colour(LEFT_COLOR)},
+            heart=_heart_measurements(result),
+            colours={
+                "right": hex_colour(RIGHT_COLOR),
+                "left": hex_colour(LEFT_COLOR),
+                "heart": hex_colour(HEART_COLOR),
+                "thorax": hex_colour(THORAX_COLOR),
+            },
             postprocess=postprocess,
             model=service.model,
             timing_ms={
@@ -387,7 +464,7 @@ def _add_routes(app: FastAPI, settings: ServeSettings) -> None:
             answer.results = ResultLinks(
                 id=result_id,
                 expires_in_s=round(service.store.expires_in(result_id), 1),
-                **{view: f"{base}/{view}.png" for view in PNG_VIEWS},
+                **{view: f"{base}/{view}.png" for view in PNG_VIEWS if view in result.pngs},
             )
         else:
             answer.mask_png_base64 = base64.b64encode(result.pngs["mask"]).decode()
@@ -396,7 +473,7 @@ def _add_routes(app: FastAPI, settings: ServeSettings) -> None:
 
     @app.get(
         "/v1/results/{result_id}/{view}.png",
-        summary="A result PNG (mask, overlay, image, labels, outline) until it expires",
+        summary="A result PNG (mask, overlay, image, labels, outline, heart) until it expires",
         response_class=Response,
         responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown or expired"}},
     )
@@ -409,6 +486,27 @@ def _add_routes(app: FastAPI, settings: ServeSettings) -> None:
         return Response(
             data, media_type="image/png", headers={"Cache-Control": f"private, max-age={max_age}"}
         )
+
+
+def _heart_measurements(result: SegmentedUpload) -> HeartMeasurements:
+    """The heart part of the answer: areas, CTR, the flag with its caveat, the lines."""
+    found = result.measurements
+    extents: CardiothoracicExtents | None = result.extents
+    return HeartMeasurements(
+        heart_area_px=found.heart_area_px,
+        heart_area_cm2=found.heart_area_cm2,
+        ctr=found.ctr,
+        cardiomegaly=found.cardiomegaly,
+        cardiomegaly_caveat=CARDIOMEGALY_CAVEAT,
+        extents=None
+        if extents is None
+        else CtrExtents(
+            heart_columns=extents.heart_columns,
+            heart_row=extents.heart_row,
+            thorax_columns=extents.thorax_columns,
+            thorax_row=extents.thorax_row,
+        ),
+    )
 
 
 def _service(request: Request) -> _Service:
