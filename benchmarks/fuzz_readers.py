@@ -1,6 +1,7 @@
 """Fuzz lungseg's image and DICOM readers with hypothesis: any bytes decode or are refused cleanly.
 
-The contract every reader in :mod:`lungseg.data.io` keeps, whatever the bytes:
+The contract every reader in :mod:`lungseg.data.io` and :mod:`lungseg.data.masks` keeps,
+whatever the bytes:
 
 * it returns a float32 (H, W) array in [0, 1] without NaN or infinity, whose size is the one its
   :class:`~lungseg.data.io.ImageMeta` states (a sane meta: at least ``MIN_SIDE`` a side, within
@@ -68,14 +69,8 @@ from hypothesis import strategies as st
 from hypothesis.strategies import DrawFn, SearchStrategy
 
 from lungseg.atomic import atomic_write_bytes, atomic_write_text
-from lungseg.data.io import (
-    MIN_SIDE,
-    read_image,
-    read_image_bytes,
-    read_mask,
-    read_mask_values,
-    read_meta,
-)
+from lungseg.data.io import MIN_SIDE, read_image, read_image_bytes, read_meta
+from lungseg.data.masks import read_mask, read_mask_values
 from lungseg.errors import InvalidInputError, LungsegError
 
 REPO = Path(__file__).resolve().parents[1]

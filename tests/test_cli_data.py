@@ -68,6 +68,30 @@ def test_grey_mask_rule(clean_tree, capsys, grey_pixels, exit_code, label):
     assert f"{label}: {clean_tree / 'masks' / 'a.png'}" in out
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [
+        np.zeros_like(MASK),
+        np.full_like(MASK, 255),
+        np.where(np.arange(MASK.size).reshape(MASK.shape) % 3 == 0, 128, MASK).astype(np.uint8),
+        np.where(np.arange(MASK.size).reshape(MASK.shape) < 5, 128, MASK).astype(np.uint8),
+    ],
+    ids=["empty", "full", "non-binary", "grey-edges"],
+)
+def test_reports_exactly_what_the_mask_rules_say(clean_tree, capsys, stored):
+    # The command applies lungseg.data.masks' rules; it has none of its own.
+    from lungseg.data.masks import mask_note, mask_problem, read_mask_values
+
+    path = clean_tree / "masks" / "a.png"
+    png(path, stored)
+    values = read_mask_values(path)
+    problem, note = mask_problem(values), mask_note(values)
+    expected = problem if problem is not None else note
+    code = main(["data", "check", str(clean_tree)])
+    assert code == (1 if problem is not None else 0)
+    assert f"  {expected[0]}: {path}: {expected[1]}" in capsys.readouterr().out.splitlines()
+
+
 def test_unreadable_image_is_a_problem_not_a_crash(clean_tree, capsys):
     (clean_tree / "images" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     assert main(["data", "check", str(clean_tree)]) == 1

@@ -14,7 +14,8 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from lungseg import __version__
-from lungseg.data.io import read_image, read_mask
+from lungseg.data.io import read_image
+from lungseg.data.masks import read_mask
 from lungseg.dicom_seg import LEFT_LUNG, RIGHT_LUNG, write_dicom_seg
 from lungseg.errors import InvalidInputError
 

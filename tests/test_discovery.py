@@ -126,6 +126,25 @@ def test_duplicate_stems_reported(tmp_path):
     assert [(p.kind, p.path.name) for p in found.problems] == [("duplicate_id", "a.png")]
 
 
+def test_discovery_and_predict_take_the_same_files(tmp_path):
+    # One rule (lungseg.data.io.is_image_file) for a data folder and for predict's inputs.
+    from dicom_factory import write_dicom_file, xray_dataset
+
+    from lungseg.predict import collect_inputs
+
+    images = tmp_path / "images"
+    png(images / "a.png")
+    png(images / "b.JPG")
+    write_dicom_file(images / "IM0001", xray_dataset(np.zeros((32, 32), np.uint16)))
+    (images / "README").write_text("not DICOM")
+    (images / "notes.txt").write_text("not an image")
+    for stem in ("a", "b", "IM0001", "README", "notes"):
+        png(tmp_path / "masks" / f"{stem}.png")
+    found = discover(tmp_path)
+    assert sorted(p.image.name for p in found.pairs) == ["IM0001", "a.png", "b.JPG"]
+    assert sorted(p.path.name for p in collect_inputs([images])) == ["IM0001", "a.png", "b.JPG"]
+
+
 @pytest.mark.parametrize(
     ("make", "error"),
     [

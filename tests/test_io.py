@@ -1,4 +1,5 @@
-"""lungseg.data.io: every supported format, mask rules and every kind of bad input."""
+"""lungseg.data.io and lungseg.data.masks: every supported format, mask rules, which files are
+images, and every kind of bad input."""
 
 from __future__ import annotations
 
@@ -16,13 +17,24 @@ from pydicom.uid import MPEG2MPML, JPEG2000Lossless, RLELossless, SecondaryCaptu
 
 from lungseg.data.io import (
     IMAGE_SUFFIXES,
+    as_grey_image,
+    is_image_file,
+    read_grey_levels,
     read_image,
     read_image_bytes,
-    read_mask,
-    read_masks,
     read_meta,
 )
-from lungseg.errors import InvalidInputError, MaskMismatchError
+from lungseg.data.masks import (
+    MASK_PROBLEMS,
+    NON_BINARY_LIMIT,
+    check_mask_size,
+    mask_note,
+    mask_problem,
+    read_mask,
+    read_mask_values,
+    read_masks,
+)
+from lungseg.errors import InvalidInputError, LungsegError, MaskMismatchError
 
 RNG = np.random.default_rng(0)
 
@@ -311,6 +323,209 @@ def test_masks_union(tmp_path):
     Image.fromarray(right).save(tmp_path / "r.png")
     union = read_masks([tmp_path / "l.png", tmp_path / "r.png"], image_size=(20, 20))
     assert union.sum() == 20 * 10 and union[:, :5].all() and union[:, 15:].all()
+
+
+def test_masks_union_checks_every_size_against_the_first(tmp_path):
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "l.png")
+    Image.fromarray(np.zeros((20, 22), np.uint8)).save(tmp_path / "r.png")
+    with pytest.raises(
+        MaskMismatchError, match=r"r\.png: mask is 22x20 \(WxH\) but its image .*l\.png is 20x20"
+    ):
+        read_masks([tmp_path / "l.png", tmp_path / "r.png"])
+    with pytest.raises(LungsegError, match="no mask file given"):
+        read_masks([])
+
+
+def _soft_mask(grey_pixels: int) -> np.ndarray:
+    stored = EXPECTED_MASK.astype(np.uint8) * 255
+    stored.flat[:grey_pixels] = 128
+    return stored
+
+
+@pytest.mark.parametrize(
+    ("stored", "problem", "note"),
+    [
+        (EXPECTED_MASK.astype(np.uint8) * 255, None, None),
+        (
+            _soft_mask(2),
+            None,
+            ("grey_edges", "0.50% of pixels are neither 0 nor 255; cut at 127.5"),
+        ),
+        (
+            np.zeros((20, 20), np.uint8),
+            ("empty_mask", "mask is empty: no pixel is marked as lung"),
+            None,
+        ),
+        (
+            np.full((20, 20), 255, np.uint8),
+            ("full_mask", "mask marks every pixel as lung (an all-white image?)"),
+            None,
+        ),
+        (
+            _soft_mask(40),
+            ("non_binary_mask", "10.00% of pixels are neither 0 nor 255: not a mask?"),
+            None,
+        ),
+    ],
+    ids=["binary", "grey-edges", "empty", "full", "non-binary"],
+)
+def test_mask_rules(tmp_path, stored, problem, note):
+    Image.fromarray(stored).save(tmp_path / "m.png")
+    values = read_mask_values(tmp_path / "m.png")
+    np.testing.assert_array_equal(values, stored.astype(np.float32))  # as stored, not rescaled
+    assert mask_problem(values) == problem
+    if problem is None:
+        assert mask_note(values) == note
+    # read_mask refuses exactly the kinds it is told to, with mask_problem's message
+    for kinds in ((), MASK_PROBLEMS, ("non_binary_mask",)):
+        if problem is not None and problem[0] in kinds:
+            with pytest.raises(InvalidInputError) as caught:
+                read_mask(tmp_path / "m.png", refuse=kinds)
+            assert caught.value.reason == problem[1] and caught.value.path == tmp_path / "m.png"
+        else:
+            assert read_mask(tmp_path / "m.png", refuse=kinds).dtype == bool
+
+
+def test_non_binary_limit_is_one_percent():
+    assert NON_BINARY_LIMIT == 0.01
+    values = np.zeros((100, 100), np.float32)
+    values[:50] = 255
+    values.flat[:100] = 128  # exactly 1%: still soft edges
+    assert mask_problem(values) is None and mask_note(values)[0] == "grey_edges"
+    values.flat[100] = 128
+    assert mask_problem(values)[0] == "non_binary_mask"
+
+
+def test_check_mask_size():
+    check_mask_size("m.png", (30, 40), "i.png", (30, 40))
+    with pytest.raises(MaskMismatchError) as caught:
+        check_mask_size("m.png", (30, 40), "i.png", (32, 40))
+    assert str(caught.value) == "m.png: mask is 40x30 (WxH) but its image i.png is 40x32"
+
+
+def test_read_grey_levels_keeps_stored_levels(tmp_path):
+    pixels = (np.arange(32 * 40).reshape(32, 40) * 50).astype(np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_grey_levels(tmp_path / "a.png"), pixels.astype(np.float32))
+    image, _ = read_image(tmp_path / "a.png")
+    np.testing.assert_allclose(image, pixels / 65535, atol=1e-7)
+
+
+# --- which files are images ------------------------------------------------------------------
+
+
+def test_is_image_file(tmp_path):
+    write_dicom_file(tmp_path / "IM0001", xray_dataset(gradient_u8()))
+    (tmp_path / "README").write_text("not DICOM")
+    (tmp_path / "notes.txt").write_text("text")
+    (tmp_path / "scan.DCM").write_bytes(b"")  # the name decides when there is a suffix
+    Image.fromarray(gradient_u8()).save(tmp_path / "x.PNG")
+    taken = {p.name for p in tmp_path.iterdir() if is_image_file(p)}
+    assert taken == {"IM0001", "scan.DCM", "x.PNG"}
+    assert not is_image_file(tmp_path / "missing")  # no suffix, cannot be opened
+    assert is_image_file(str(tmp_path / "missing.tif"))  # a name with an image suffix
+
+
+# --- images in memory: the same rules as files -----------------------------------------------
+
+
+def _gradient(dtype, top: float) -> np.ndarray:
+    return (np.linspace(0, top, 32 * 40).reshape(32, 40)).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        _gradient(np.uint8, 255),
+        _gradient(np.uint16, 4000),  # 12-bit data in 16 bits stays dark, as in a 16-bit file
+        _gradient(np.uint16, 65535),
+        _gradient(np.float32, 1.0),
+        _gradient(np.float32, 3000.0),  # outside [0, 1]: min-max
+        _gradient(np.int16, 3000) - 1000,  # signed: min-max
+        np.stack([_gradient(np.uint8, 255), _gradient(np.uint8, 90), _gradient(np.uint8, 7)], -1),
+        np.dstack([_gradient(np.uint8, 255)] * 3 + [np.zeros((32, 40), np.uint8)]),  # RGBA
+        np.stack([_gradient(np.uint16, 65535)] * 3, -1),  # 16-bit RGB
+    ],
+    ids=["u8", "u16-12bit", "u16", "f32-unit", "f32-wide", "i16", "rgb", "rgba", "rgb16"],
+)
+def test_array_is_scaled_as_the_same_pixels_in_a_tiff(tmp_path, array):
+    tifffile.imwrite(tmp_path / "a.tif", array, photometric="rgb" if array.ndim == 3 else None)
+    from_file, _ = read_image(tmp_path / "a.tif")
+    np.testing.assert_array_equal(as_grey_image(array), from_file)
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        _gradient(np.uint8, 255),
+        _gradient(np.uint16, 65535),
+        np.stack([_gradient(np.uint8, 255), _gradient(np.uint8, 90), _gradient(np.uint8, 7)], -1),
+        np.dstack([_gradient(np.uint8, 200)] * 2),  # grey + alpha
+    ],
+    ids=["L", "I;16", "RGB", "LA"],
+)
+def test_pil_image_is_read_as_the_same_png(tmp_path, pixels):
+    image = Image.fromarray(pixels)
+    for mode in (image.mode, "P"):  # and as a palette image, converted as a palette PNG is
+        converted = image if mode == image.mode else image.convert(mode)
+        converted.save(tmp_path / f"{mode}.png")
+        from_file, _ = read_image(tmp_path / f"{mode}.png")
+        np.testing.assert_array_equal(as_grey_image(converted), from_file)
+
+
+def test_grey_array_shapes_and_types_agree():
+    grey = _gradient(np.uint8, 255)
+    expected = grey.astype(np.float32) / 255
+    for same in (
+        grey[None],
+        grey[..., None],
+        np.dstack([grey, grey]),
+        grey / 255.0,
+        grey.astype(np.float16) / 255,
+    ):
+        np.testing.assert_allclose(as_grey_image(same), expected, atol=5e-4)
+    assert as_grey_image(grey).dtype == np.float32
+    np.testing.assert_array_equal(as_grey_image(grey > 100), (grey > 100).astype(np.float32))
+    assert not as_grey_image(np.full((20, 20), 7, np.int32)).any()  # constant, no white level
+
+
+@pytest.mark.parametrize(
+    ("obj", "says"),
+    [
+        (np.zeros(400, np.float32), "1-D array of shape (400,)"),
+        (np.zeros((1, 1, 32, 32), np.float32), "4-D array of shape (1, 1, 32, 32)"),
+        (np.zeros((3, 32, 40), np.uint8), "looks colour-first (C, H, W)"),
+        (np.zeros((32, 40, 5), np.uint8), "3-D array of shape (32, 40, 5)"),
+        (np.full((32, 40), np.nan, np.float32), "NaN or infinite"),
+        (np.where(_gradient(np.float32, 1.0) > 0.5, np.inf, 0.0), "NaN or infinite"),
+        (np.zeros((15, 40), np.uint8), "image is 40x15 pixels (WxH); at least 16"),
+        (np.zeros((32, 40), np.complex64), "complex64 pixels"),
+        (np.array([["a"] * 20] * 20), "pixels must be bool, integer or float"),
+        (b"\x89PNG", "read_image_bytes"),
+        ([[0.5] * 20] * 20, "np.asarray"),
+        (None, "type NoneType"),
+    ],
+    ids=[
+        "1d",
+        "4d",
+        "chw",
+        "5-channels",
+        "nan",
+        "inf",
+        "small",
+        "complex",
+        "str",
+        "bytes",
+        "list",
+        "none",
+    ],
+)
+def test_refused_arrays_say_what_is_expected(obj, says):
+    with pytest.raises(LungsegError) as caught:
+        as_grey_image(obj)
+    message = str(caught.value)
+    assert says in message
+    assert "(H, W)" in message or "finite" in message or "at least 16" in message
 
 
 # --- bad input --------------------------------------------------------------------------------

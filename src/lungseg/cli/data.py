@@ -8,8 +8,8 @@ Mask rule: masks are cut at half their maximum when read, so soft grey edges are
 mask is reported as a problem (exit code 1) when it marks no pixel (``empty_mask``), every pixel
 (``full_mask``), or when more than 1% of its pixels are neither 0 nor its maximum
 (``non_binary_mask``: a probability map or a photo, not a mask); see
-:func:`lungseg.data.io.mask_problem`. Fewer grey pixels (anti-aliased edges) are listed as notes
-and do not change the exit code.
+:func:`lungseg.data.masks.mask_problem`. Fewer grey pixels (anti-aliased edges) are listed as
+notes (:func:`lungseg.data.masks.mask_note`) and do not change the exit code.
 """
 
 from __future__ import annotations
@@ -94,7 +94,14 @@ def _check_pair(pair, stats: _SourceStats, problems: list, notes: list) -> None:
     import numpy as np
 
     from lungseg.data.discovery import Problem
-    from lungseg.data.io import binarize_mask, mask_problem, read_image, read_mask_values
+    from lungseg.data.io import read_image
+    from lungseg.data.masks import (
+        binarize_mask,
+        check_mask_size,
+        mask_note,
+        mask_problem,
+        read_mask_values,
+    )
     from lungseg.errors import InvalidInputError, MaskMismatchError
 
     try:
@@ -111,19 +118,18 @@ def _check_pair(pair, stats: _SourceStats, problems: list, notes: list) -> None:
         except InvalidInputError as err:
             problems.append(Problem(mask_path, "unreadable", err.reason))
             return
-        if values.shape != size:
-            mismatch = MaskMismatchError(mask_path, values.shape, pair.image, size)
-            problems.append(Problem(mask_path, "size_mismatch", mismatch.reason))
+        try:
+            check_mask_size(mask_path, values.shape, pair.image, size)
+        except MaskMismatchError as err:
+            problems.append(Problem(mask_path, "size_mismatch", err.reason))
             return
         problem = mask_problem(values)
         if problem is not None:
             problems.append(Problem(mask_path, *problem))
         else:
-            top = values.max()
-            grey = float(np.mean((values != 0) & (values != top)))
-            if grey > 0:
-                message = f"{grey:.2%} of pixels are neither 0 nor {top:g}; cut at {top / 2:g}"
-                notes.append(Problem(mask_path, "grey_edges", message))
+            note = mask_note(values)
+            if note is not None:
+                notes.append(Problem(mask_path, *note))
         union |= binarize_mask(values)
     stats.coverages.append(float(union.mean()))
 

@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import Dataset
 
 from lungseg.data.discovery import Pair
-from lungseg.data.io import MASK_PROBLEMS, read_image, read_masks
+from lungseg.data.io import read_image
+from lungseg.data.masks import MASK_PROBLEMS, read_masks
 from lungseg.data.transforms import lung_fraction, normalize, resize_image, resize_mask
 from lungseg.errors import LungsegError
 

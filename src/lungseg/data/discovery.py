@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lungseg.data.io import IMAGE_SUFFIXES, looks_like_dicom
+from lungseg.data.io import is_image_file
 from lungseg.errors import InvalidInputError, LungsegError
 
 log = logging.getLogger(__name__)
@@ -231,16 +231,15 @@ def _discover_source(folder: Path, source: str, found: Discovery) -> bool:
 
 
 def _list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted; other files are skipped (DICOM may lack a
-    suffix, so a suffix-less file is an image when its first bytes say DICOM)."""
+    """Image files directly in ``folder``, sorted; other files are skipped (see
+    :func:`lungseg.data.io.is_image_file`: a suffix-less file is an image when it is DICOM)."""
     images = []
     with _listing(folder) as entries:
         for entry in entries:
             if entry.name.startswith(".") or not entry.is_file():
                 continue
             path = Path(entry.path)
-            suffix = path.suffix.lower()
-            if suffix in IMAGE_SUFFIXES or (not suffix and _is_dicom(path)):
+            if is_image_file(path):
                 images.append(path)
             else:
                 log.debug("skipping %s: not an image file name", path)
@@ -256,14 +255,6 @@ def _listing(folder: Path) -> Iterator[Iterator[os.DirEntry]]:
         raise InvalidInputError(folder, f"cannot list the folder ({err.strerror or err})") from None
     with entries:
         yield entries
-
-
-def _is_dicom(path: Path) -> bool:
-    try:
-        with path.open("rb") as stream:
-            return looks_like_dicom(stream.read(132))
-    except OSError:
-        return False
 
 
 def _mask_key(path: Path) -> str:

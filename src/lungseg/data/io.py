@@ -1,10 +1,13 @@
-"""Read any chest X-ray file into one float32 grey array in [0, 1], and any mask into a bool array.
+"""Read any chest X-ray file, or image held in memory, into one float32 grey array in [0, 1].
 
 Hospitals hand over PNG, JPEG, TIFF (8/16-bit or float), BMP and DICOM. Everything downstream
 (training, inference, the web service) wants the same thing: a 2-D float32 image in [0, 1] plus
 the facts about where it came from (:class:`ImageMeta`). This module is the only place that
 knows about file formats, so a bad file fails here with an :class:`InvalidInputError` that names
-the file and the reason, never with a raw Pillow, tifffile or pydicom exception.
+the file and the reason, never with a raw Pillow, tifffile or pydicom exception. It also decides
+which files of a folder are images (:func:`is_image_file`), and turns arrays, tensors and PIL
+images into the same grey [0, 1] array by the same rules (:func:`as_grey_image`). Masks are
+read with these decoders by :mod:`lungseg.data.masks`, which holds the rules for masks.
 
 Rules, in the order they are applied:
 
@@ -29,8 +32,8 @@ import io
 import logging
 import math
 import re
+import sys
 import warnings
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -41,7 +44,6 @@ from lungseg.errors import (
     ImageTooLargeError,
     InvalidInputError,
     LungsegError,
-    MaskMismatchError,
     UnsupportedFormatError,
 )
 
@@ -53,12 +55,11 @@ DEFAULT_MAX_PIXELS = 100_000_000
 MIN_SIDE = 16
 """Smallest accepted height or width in pixels."""
 
-NON_BINARY_LIMIT = 0.01
-"""Largest fraction of mask pixels that may be neither 0 nor the mask's maximum: soft,
-anti-aliased edges stay under it; a probability map or a photo saved as a mask does not."""
-
-MASK_PROBLEMS: tuple[str, ...] = ("empty_mask", "full_mask", "non_binary_mask")
-"""What :func:`mask_problem` finds, by kind; callers choose which of them they refuse."""
+ACCEPTED_IMAGES = (
+    "a file path, or one grey image (H, W) or (1, H, W), RGB (H, W, 3) or RGBA (H, W, 4), "
+    "as a numpy array, a torch tensor or a PIL image"
+)
+"""What :func:`as_grey_image` (and so :class:`lungseg.Segmenter`) takes, for messages."""
 
 IMAGE_SUFFIXES: tuple[str, ...] = (
     ".png",
@@ -172,135 +173,112 @@ def read_meta(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
         return _decode(stream, str(path), max_pixels=max_pixels, pixels=False).meta
 
 
-def read_mask_values(path: str | Path) -> np.ndarray:
-    """Read a mask's grey levels as stored (float32 (H, W), not rescaled, not thresholded).
+def read_grey_levels(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image's grey levels as stored: float32 (H, W), not rescaled to [0, 1].
 
-    ``lungseg data check`` uses this to see how many pixels are neither background nor
-    foreground; everyone else wants :func:`read_mask`.
+    Colour becomes grey and DICOM gets its LUTs as in :func:`read_image`, but no white level
+    is applied; masks are read this way (see :func:`lungseg.data.masks.read_mask_values`).
 
     Raises:
         InvalidInputError: as :func:`read_image`.
     """
     path = Path(path)
     with _open_file(path) as stream:
-        return _decode(stream, str(path), max_pixels=DEFAULT_MAX_PIXELS).values
+        return _decode(stream, str(path), max_pixels=max_pixels).values
 
 
-def binarize_mask(values: np.ndarray) -> np.ndarray:
-    """Cut mask grey levels at half their maximum: ``values > values.max() / 2``.
+def is_image_file(path: str | Path) -> bool:
+    """Whether a file met while listing a folder is an image to read.
 
-    Works the same for {0, 1}, {0, 255} and anti-aliased grey masks; an all-zero mask stays an
-    (empty) mask.
+    Its name ends in one of :data:`IMAGE_SUFFIXES` (any case), or it has no suffix and its
+    first bytes say DICOM (:func:`looks_like_dicom`); a suffix-less file that cannot be opened
+    is not an image. Only the name and, without a suffix, 132 bytes are looked at.
     """
-    return values > values.max() / 2
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    if suffix:
+        return False
+    try:
+        with path.open("rb") as stream:
+            return looks_like_dicom(stream.read(132))
+    except OSError:
+        return False
 
 
-def mask_problem(values: np.ndarray) -> tuple[str, str] | None:
-    """Why stored mask grey levels cannot be a lung mask, as ``(kind, message)``; else None.
+def as_grey_image(image: object) -> np.ndarray:
+    """An X-ray held in memory as float32 (H, W) in [0, 1], by the rules files are read with.
 
-    A chest X-ray always shows lungs and never only lungs, so a mask that marks nothing
-    (``empty_mask``) or everything (``full_mask``) is a data error, as is one with more than
-    :data:`NON_BINARY_LIMIT` of its pixels neither 0 nor its maximum (``non_binary_mask``).
-    ``lungseg data check`` reports all three; training refuses them; evaluation refuses only
-    non-binary masks (empty and full ones have defined scores, see :mod:`lungseg.metrics`).
-    """
-    top = float(values.max())
-    if top <= 0:
-        return "empty_mask", "mask is empty: no pixel is marked as lung"
-    grey = float(np.mean((values != 0) & (values != top)))
-    if grey > NON_BINARY_LIMIT:
-        return "non_binary_mask", f"{grey:.2%} of pixels are neither 0 nor {top:g}: not a mask?"
-    if binarize_mask(values).all():
-        return "full_mask", "mask marks every pixel as lung (an all-white image?)"
-    return None
+    Accepted: a numpy array or a torch tensor (detached, copied to the CPU) of shape (H, W),
+    (1, H, W), (H, W, 1), grey + alpha (H, W, 2), RGB (H, W, 3) or RGBA (H, W, 4); a PIL image
+    of any mode. Then, as in :func:`read_image`:
 
-
-def read_mask(
-    path: str | Path,
-    *,
-    image_path: str | Path | None = None,
-    image_size: tuple[int, int] | None = None,
-    refuse: Collection[str] = (),
-) -> np.ndarray:
-    """Read a lung mask as bool (H, W), optionally checking it has its image's size.
-
-    Args:
-        path: the mask file, any format :func:`read_image` reads.
-        image_path: the mask's image; its size is read from its header (no decoding) unless
-            ``image_size`` is given. Named in the error message either way.
-        image_size: the image's (height, width), when the caller already knows it.
-        refuse: kinds of :func:`mask_problem` (of :data:`MASK_PROBLEMS`) that raise.
+    * Colour becomes grey by ITU-R 601 luminance, alpha is ignored; a PIL image is converted
+      by its mode exactly as a decoded file of that mode is.
+    * Unsigned integers are divided by their type's maximum (uint8 by 255, uint16 by 65535,
+      as a 16-bit file; uint32 by 2**32 - 1); bool is {0, 1}.
+    * Signed integers have no white level (as signed TIFFs and 32-bit PIL images): min-max
+      scaled.
+    * Floats already in [0, 1] are kept; other finite floats are min-max scaled; NaN or
+      infinity anywhere is refused, as in a float TIFF.
+    * At least :data:`MIN_SIDE` pixels a side. A constant image becomes all zeros when it has
+      no white level.
 
     Raises:
-        InvalidInputError: the mask file cannot be read, or has a problem ``refuse`` names.
-        MaskMismatchError: the mask's size differs from the image's; names both files and sizes.
+        LungsegError: any other type or shape (1-D, 4-D, colour-first (3, H, W)), pixels that
+            are not numbers, NaN or infinite values, or a side under :data:`MIN_SIDE` pixels;
+            the message says what is accepted.
     """
-    values = read_mask_values(path)
-    expected = _expected_size(image_path, image_size)
-    if expected is not None and values.shape != expected:
-        raise MaskMismatchError(
-            path, values.shape, image_path if image_path is not None else "(given size)", expected
+    if _is_pil_image(image):
+        return _pil_grey(image)
+    if isinstance(image, np.ndarray):
+        array = image
+    elif _is_tensor(image):
+        array = _tensor_array(image)
+    else:
+        hint = ""
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            hint = " (for a file's bytes use lungseg.data.io.read_image_bytes)"
+        elif isinstance(image, (list, tuple)):
+            hint = " (for a nested list use np.asarray; for several images predict_many)"
+        raise LungsegError(
+            f"an input of type {type(image).__name__} is not an image{hint}; "
+            f"expected {ACCEPTED_IMAGES}"
         )
-    _refuse_problems(path, values, refuse)
-    return binarize_mask(values)
-
-
-def read_masks(
-    paths: Sequence[Path],
-    *,
-    image_path: str | Path | None = None,
-    image_size: tuple[int, int] | None = None,
-    refuse: Collection[str] = (),
-) -> np.ndarray:
-    """Read several masks of one image and return their union (e.g. Montgomery left + right).
-
-    Every mask must have the image's size (when given) and the first mask's size otherwise;
-    ``refuse`` applies to each file, as in :func:`read_mask`.
-
-    Raises:
-        LungsegError: ``paths`` is empty.
-        InvalidInputError: a mask file cannot be read, or has a problem ``refuse`` names.
-        MaskMismatchError: a mask's size differs from the image's or the first mask's.
-    """
-    if not paths:
-        raise LungsegError("no mask file given")
-    expected = _expected_size(image_path, image_size)
-    reference = image_path if image_path is not None else "(given size)"
-    union: np.ndarray | None = None
-    for path in paths:
-        values = read_mask_values(path)
-        if expected is None:
-            expected, reference = values.shape, path
-        if values.shape != expected:
-            raise MaskMismatchError(path, values.shape, reference, expected)
-        _refuse_problems(path, values, refuse)
-        mask = binarize_mask(values)
-        union = mask if union is None else union | mask
-    return union
+    if array.dtype.kind not in "buif":
+        raise LungsegError(
+            f"an array of {array.dtype} pixels is not an image: pixels must be bool, integer or "
+            f"float numbers; expected {ACCEPTED_IMAGES}"
+        )
+    values = _grey_plane(array)
+    height, width = values.shape
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise LungsegError(
+            f"image is {width}x{height} pixels (WxH); at least {MIN_SIDE} pixels a side needed"
+        )
+    kind = array.dtype.kind
+    if kind == "f":
+        values = values.astype(np.float32, copy=False)
+        if not np.isfinite(values).all():
+            raise LungsegError(
+                "float image contains NaN or infinite values; expected finite floats "
+                "(in [0, 1] they are kept, other ranges are min-max scaled)"
+            )
+        full_scale = 1.0 if values.min() >= 0.0 and values.max() <= 1.0 else None
+    elif kind == "b":
+        full_scale = 1.0
+    elif kind == "u":
+        full_scale = float(2 ** (8 * array.dtype.itemsize) - 1)
+    else:  # signed integers: no white level
+        full_scale = None
+    return _scale(values.astype(np.float32, copy=False), full_scale)
 
 
 def looks_like_dicom(head: bytes) -> bool:
     """Whether a file's first 132 bytes say DICOM: the ``DICM`` tag after the 128-byte preamble,
     or (for old preamble-less files) a first element in group 0002 or 0008, little endian."""
     return head[128:132] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00")
-
-
-def _refuse_problems(path: str | Path, values: np.ndarray, refuse: Collection[str]) -> None:
-    """Raise for a :func:`mask_problem` of one of the kinds in ``refuse``."""
-    problem = mask_problem(values) if refuse else None
-    if problem is not None and problem[0] in refuse:
-        raise InvalidInputError(path, problem[1])
-
-
-def _expected_size(
-    image_path: str | Path | None, image_size: tuple[int, int] | None
-) -> tuple[int, int] | None:
-    if image_size is not None:
-        return (int(image_size[0]), int(image_size[1]))
-    if image_path is not None:
-        meta = read_meta(image_path)
-        return (meta.height, meta.width)
-    return None
 
 
 def _open_file(path: Path) -> BinaryIO:
@@ -366,9 +344,13 @@ def _check_size(name: str, height: int, width: int, max_pixels: int) -> None:
 
 
 def _to_unit_range(grey: _Grey) -> np.ndarray:
-    values = grey.values
-    if grey.full_scale is not None:
-        return np.clip(values / np.float32(grey.full_scale), 0.0, 1.0, dtype=np.float32)
+    return _scale(grey.values, grey.full_scale)
+
+
+def _scale(values: np.ndarray, full_scale: float | None) -> np.ndarray:
+    """Grey levels to [0, 1]: divided by the white level, else min-max scaled."""
+    if full_scale is not None:
+        return np.clip(values / np.float32(full_scale), 0.0, 1.0, dtype=np.float32)
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros_like(values, dtype=np.float32)
@@ -404,6 +386,77 @@ def _spacing_from_dpi(dpi_x: float, dpi_y: float) -> tuple[float, float] | None:
     spacing = (25.4 / dpi_y, 25.4 / dpi_x)
     low, high = _PLAUSIBLE_SPACING_MM
     return spacing if all(low <= mm <= high for mm in spacing) else None
+
+
+# --- images in memory: arrays, tensors, PIL images -------------------------------------------
+
+
+def _is_pil_image(obj: object) -> bool:
+    image_module = sys.modules.get("PIL.Image")  # never imported here for a non-PIL input
+    return image_module is not None and isinstance(obj, image_module.Image)
+
+
+def _is_tensor(obj: object) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _tensor_array(tensor) -> np.ndarray:
+    """A torch tensor as a numpy array of the same shape and, where numpy has it, dtype."""
+    torch = sys.modules["torch"]
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point() and tensor.dtype not in (
+        torch.float16,
+        torch.float32,
+        torch.float64,
+    ):
+        tensor = tensor.float()  # bfloat16, float8: numpy has no such type
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError) as err:  # a dtype numpy lacks (quantised...)
+        raise LungsegError(
+            f"a tensor of {tensor.dtype} pixels is not an image ({err}); expected {ACCEPTED_IMAGES}"
+        ) from None
+
+
+def _grey_plane(array: np.ndarray) -> np.ndarray:
+    """An accepted array shape -> its (H, W) grey plane (colour by luminance); else raise."""
+    shape = tuple(array.shape)
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3 and shape[0] == 1:  # (1, H, W), as a one-channel tensor
+        return array[0]
+    if array.ndim == 3 and shape[-1] in (1, 2):  # grey, grey + alpha
+        return array[..., 0]
+    if array.ndim == 3 and shape[-1] in (3, 4):  # RGB, RGBA: alpha is ignored, as in files
+        return _luminance(array)
+    if array.ndim == 3 and shape[0] in (2, 3, 4):
+        raise LungsegError(
+            f"image of shape {shape} looks colour-first (C, H, W); give colour channels last, "
+            f"e.g. np.moveaxis(image, 0, -1); expected {ACCEPTED_IMAGES}"
+        )
+    hint = " (one image at a time: predict_many segments several)" if array.ndim > 3 else ""
+    raise LungsegError(
+        f"a {array.ndim}-D array of shape {shape} is not one image{hint}; "
+        f"expected {ACCEPTED_IMAGES}"
+    )
+
+
+def _pil_grey(image) -> np.ndarray:
+    """A PIL image in memory -> [0, 1] grey, mode by mode as a decoded file of that mode."""
+    width, height = image.size
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise LungsegError(
+            f"image is {width}x{height} pixels (WxH); at least {MIN_SIDE} pixels a side needed"
+        )
+    try:
+        image.load()
+        values, full_scale = _pillow_grey(image, "PIL image")
+    except InvalidInputError as err:  # a float image with NaN: no file to name
+        raise LungsegError(f"PIL image: {err.reason}; expected finite floats") from None
+    except Exception as err:  # a lazily opened file that turns out truncated...
+        raise LungsegError(f"cannot read the PIL image ({_why(err)})") from None
+    return _scale(values, full_scale)
 
 
 # --- Pillow: PNG, JPEG, BMP, and TIFFs that tifffile cannot decode ----------------------------
