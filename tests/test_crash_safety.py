@@ -216,7 +216,7 @@ def test_train_killed_anywhere_resumes_to_the_weights_of_an_uninterrupted_run(
 
     final, reference = load_checkpoint(run / "last.pt"), load_checkpoint(straight / "last.pt")
     assert final["epoch"] == reference["epoch"] == 3
-    for key in ("model", "optimizer", "rng", "best_epoch", "best_dice"):
+    for key in ("model", "optimizer", "rng", "history"):
         assert_same_tensors(final[key], reference[key], key)
     for column in ("train_loss", "val_loss", "val_dice", "lr"):
         assert [r[column] for r in final["history"]] == [r[column] for r in reference["history"]]
@@ -243,7 +243,7 @@ def xray_folder(test_split_pairs: list, tmp_path_factory: pytest.TempPathFactory
 
 
 def predict_args(inputs: Path, out: Path) -> list[str]:
-    return ["predict", str(inputs), "-o", str(out), "--batch", "1", "--quiet"]
+    return ["predict", str(inputs), "-o", str(out), "--batch-size", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")

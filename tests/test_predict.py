@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -74,7 +75,9 @@ def test_collect_inputs_mirrors_names_and_refuses_clashes(tmp_path: Path, xray_t
 def test_predict_writes_masks_overlays_and_table(tmp_path: Path, xray_tree: Path, test_pairs):
     (xray_tree / "notes.png").write_text("not an image")  # a bad file is reported and skipped
     out = tmp_path / "out"
-    code = main(["predict", str(xray_tree), "-o", str(out), "--probabilities", "--json", "--quiet"])
+    table = tmp_path / "table.json"
+    argv = ["predict", str(xray_tree), "-o", str(out), "--probabilities", "--quiet"]
+    code = main([*argv, "--json", str(table)])
     assert code == 1  # one file failed; every other one was done
     rows = {row["name"]: row for row in read_rows(out / "results.csv")}
     assert rows["notes"]["status"] == "error" and "notes.png" in rows["notes"]["error"]
@@ -97,7 +100,9 @@ def test_predict_writes_masks_overlays_and_table(tmp_path: Path, xray_tree: Path
         assert int(row["area_px"]) == area == int((mask > 0).sum())
         assert int(row["right_area_px"]) > 0 and int(row["left_area_px"]) > 0
         assert row["quality"] in ("ok", "check")
-    assert (out / "results.json").is_file()
+    document = json.loads(table.read_text())
+    assert [image["name"] for image in document["images"]] == list(rows)  # the same rows
+    assert document["summary"]["failed"] == 1
 
 
 def test_rerun_skips_finished_images_and_redoes_interrupted_ones(tmp_path: Path, xray_tree: Path):
@@ -139,7 +144,7 @@ def test_two_gloo_ranks_merge_the_same_table_as_one_process(tmp_path: Path, xray
     # Both runs as subprocesses with one thread and batch 1, so each image meets exactly the same
     # arithmetic; only the sharding differs.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["predict", str(xray_tree), "--quiet", "--batch", "1", "--workers", "0"]
+    args = ["predict", str(xray_tree), "--quiet", "--batch-size", "1", "--workers", "0"]
     single = tmp_path / "single"
     cmd = [sys.executable, "-m", "lungseg", *args, "-o", str(single)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -289,9 +289,10 @@ def _compare(
         expected = reference.logits(x[None])[0]
         diffs.append(float((got - expected).abs().max()))
         size = image.shape[:2]
-        expected_mask = reference.probabilities_at(expected, size) > reference.threshold
-        exported_mask = exported.probabilities_at(got, size) > exported.threshold
-        scores.append(dice(exported_mask, expected_mask))
+        # Every output channel (lungs, and the heart where there is one) must agree.
+        expected_masks = reference.probabilities_at(expected, size) > reference.threshold
+        exported_masks = exported.probabilities_at(got, size) > exported.threshold
+        scores.extend(map(dice, exported_masks, expected_masks))
     max_diff = float(np.max(diffs))  # np.max, unlike max(), keeps a NaN
     worst_dice = min(scores)
     return ExportCheck(

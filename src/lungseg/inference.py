@@ -13,10 +13,11 @@ stops the run or comes back as a :class:`FailedInput`, in input order.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,13 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from lungseg.backends import OnnxRuntimeModel, resolve_backend
-from lungseg.data.io import ImageMeta, read_image
+from lungseg.data.io import ImageMeta, as_grey_image, read_image
 from lungseg.data.transforms import preprocess
 from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.measure import LungMeasurements, lung_labels, measure_lungs
 from lungseg.postprocess import postprocess_mask
-from lungseg.runtime import resolve_runtime
+from lungseg.runtime import PrecisionChoice, Runtime, measure_cpu_precision, resolve_runtime
 from lungseg.weights import WeightsInfo, load_weights, shipped_weights_path
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 HEART_THRESHOLD = 0.5
 """The heart channel's cut. Only the lung threshold is chosen on validation: the heart is one
@@ -136,14 +140,28 @@ class Segmenter:
             model: the torch module (``self.model`` stays that module, so it can be benchmarked
                 or exported), or an :class:`~lungseg.backends.OnnxRuntimeModel`.
             info: what the weights say about themselves (input size, threshold, ...).
-            device, precision: where and how the torch module runs. An OnnxRuntimeModel chose
-                both when its session was built and returns fp32 CPU logits, so torch only
-                resizes them, on the CPU.
+            device, precision: where and how the torch module runs; ``precision="auto"`` on a
+                CPU times fp32 and bf16 autocast for this network (``measure_cpu_precision``,
+                cached per machine) and keeps the faster, on CUDA it takes bf16 or fp16. The
+                Python default is fp32, the reference every other precision is checked
+                against; the CLI defaults to auto. An OnnxRuntimeModel chose both when its
+                session was built and returns fp32 CPU logits, so torch only resizes them.
         """
+        self.precision_choice: PrecisionChoice | None = None
         if isinstance(model, nn.Module):
             self.backend = "torch"
-            self.runtime = resolve_runtime(device, precision)
+            # Under torchrun each process takes its own GPU (cuda:LOCAL_RANK), not all cuda:0.
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            self.runtime = resolve_runtime(device, precision, local_rank)
             self.model = model.to(self.runtime.device).eval()
+            if precision == "auto" and self.runtime.device.type == "cpu":
+                # Measured, never assumed: bf16 only where this CPU runs this network faster
+                # in it (timed once per machine and network, then cached).
+                shape = (1, getattr(model, "in_channels", 1), *info.image_size)
+                self.precision_choice = measure_cpu_precision(
+                    self.model, shape, training=False, channels_last=False
+                )
+                self.runtime = Runtime(self.runtime.device, self.precision_choice.dtype)
         else:
             self.backend = "onnxruntime"
             self.runtime = resolve_runtime("cpu", "fp32")
@@ -328,19 +346,31 @@ class Segmenter:
 
     def __call__(
         self,
-        image: str | Path | np.ndarray,
+        image: str | os.PathLike | np.ndarray | torch.Tensor | Image.Image,
         *,
         meta: ImageMeta | None = None,
         postprocess: bool = True,
     ) -> Segmentation:
-        """Segment one X-ray given as a file path (any format lungseg reads) or a [0,1] array.
+        """Segment one X-ray: a file path (any format lungseg reads) or an image in memory.
 
-        For an array, ``meta`` (e.g. from :func:`~lungseg.data.io.read_image_bytes`) supplies
-        the pixel spacing, hence areas in cm2; a file states its own.
+        In memory, :func:`~lungseg.data.io.as_grey_image` takes a numpy array or torch tensor
+        (H, W), (1, H, W), RGB (H, W, 3) or RGBA (H, W, 4), or a PIL image, and scales it as a
+        file would be: unsigned integers by their type's maximum (uint8 / 255, uint16 / 65535),
+        signed integers min-max, floats in [0, 1] kept (others min-max); colour becomes grey by
+        luminance. For such an input, ``meta`` (e.g. from
+        :func:`~lungseg.data.io.read_image_bytes`) supplies the pixel spacing, hence areas in
+        cm2; a file states its own.
+
+        Raises:
+            InvalidInputError: a file that cannot be read.
+            LungsegError: an input of another type or shape (1-D, 4-D, colour-first
+                (3, H, W)), NaN values, or under 16 pixels a side; the message says what is
+                accepted.
         """
-        if not isinstance(image, np.ndarray):
+        if isinstance(image, (str, os.PathLike)):
             (result,) = self.predict_many([image], batch_size=1, workers=0, postprocess=postprocess)
             return result  # type: ignore[return-value]
-        batch = self.prepare(np.asarray(image, dtype=np.float32))[None]
-        probabilities = self.probabilities_at(self.logits(batch)[0], image.shape[:2])
+        pixels = as_grey_image(image)
+        batch = self.prepare(pixels)[None]
+        probabilities = self.probabilities_at(self.logits(batch)[0], pixels.shape[:2])
         return self.finish(probabilities, meta, postprocess=postprocess)

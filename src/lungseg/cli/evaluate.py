@@ -6,10 +6,22 @@ import argparse
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
-from lungseg.cli import add_parser
+from lungseg.cli import (
+    add_parser,
+    add_runtime_options,
+    check_exists,
+    check_output_file,
+    describe_runtime,
+    non_negative_int,
+    positive_int,
+    probability,
+)
+
+log = logging.getLogger(__name__)
 
 TABLE_METRICS = ("dice", "iou", "accuracy", "precision", "recall", "specificity", "hd95", "assd")
 
@@ -19,13 +31,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights",
         type=Path,
+        metavar="FILE",
         help="lungseg safetensors file or .onnx from lungseg export (default: shipped model)",
     )
-    parser.add_argument("--data", type=Path, required=True, help="dataset root")
-    parser.add_argument("--split", type=Path, help="split JSON; without it every pair is used")
+    parser.add_argument(
+        "--data", type=Path, required=True, metavar="DIR", help="dataset root (or CSV manifest)"
+    )
+    parser.add_argument(
+        "--split",
+        type=Path,
+        metavar="FILE",
+        help="split JSON; without it every pair is used",
+    )
     parser.add_argument("--subset", default="test", help="subset of the split to evaluate")
     parser.add_argument(
-        "--threshold", type=float, help="override the threshold stored in the weights"
+        "--threshold",
+        type=probability,
+        metavar="T",
+        help="override the threshold stored in the weights (default: the weights')",
     )
     parser.add_argument(
         "--no-postprocess",
@@ -35,12 +58,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "writes (default: post-processed: two largest lung components, largest heart "
         "component, holes filled)",
     )
-    parser.add_argument("--json", type=Path, help="write the summary as JSON")
-    parser.add_argument("--csv", type=Path, help="write one row per image")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers for decoding")
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH", help="write the summary as JSON to PATH"
+    )
+    parser.add_argument("--csv", type=Path, metavar="PATH", help="write one row per image to PATH")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, metavar="N", help="images per forward pass"
+    )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=1,
+        metavar="N",
+        help="DataLoader worker processes decoding images; 0 decodes in the main process",
+    )
+    add_runtime_options(parser)
     parser.add_argument(
         "--backend",
         choices=("torch", "onnxruntime"),
@@ -106,6 +138,11 @@ def format_heart(heart: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_exists(args.data, "--data")  # before loading the model: a typo fails in a second
+    check_exists(args.split, "--split")
+    check_output_file(args.json, "--json")
+    check_output_file(args.csv, "--csv")
+
     from lungseg.atomic import atomic_write_text
     from lungseg.data.discovery import discover, load_split, select
     from lungseg.evaluate import evaluate
@@ -114,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter.from_pretrained(
         args.weights, device=args.device, precision=args.precision, backend=args.backend
     )
+    log.info("%s", describe_runtime(segmenter))
     pairs = discover(args.data).pairs
     if args.split is not None:
         pairs = select(pairs, load_split(args.split), args.subset)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lungseg.cli import add_parser
+from lungseg.cli import add_parser, check_exists, check_output_file
 
 if TYPE_CHECKING:
     from lungseg.export import ExportCheck
@@ -30,7 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--out", type=Path, required=True, metavar="FILE", help="file to write"
     )
     parser.add_argument(
-        "--weights", type=Path, help="lungseg safetensors file (default: shipped model)"
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="lungseg safetensors file (default: shipped model)",
     )
     parser.add_argument(
         "--check-image",
@@ -66,6 +69,10 @@ def format_checks(checks: list[ExportCheck]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "-o/--out")
+    for path in args.check_image:
+        check_exists(path, "--check-image")
+
     from lungseg.export import ExportVerificationError, export_model
 
     try:

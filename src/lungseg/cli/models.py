@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lungseg.cli import add_parser
+from lungseg.cli import add_parser, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--sizes",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=[256, 512],
         metavar="N",

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
-from lungseg.cli import add_parser
+from lungseg.cli import (
+    add_parser,
+    add_runtime_options,
+    check_inputs,
+    check_output_file,
+    check_output_folder,
+    describe_runtime,
+    non_negative_int,
+    positive_int,
+)
+
+log = logging.getLogger(__name__)
 
 SHOWN_ERRORS = 5
 """Failed files listed after a run; results.csv's error column lists every one."""
@@ -18,19 +30,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "segment X-rays (files, folders, globs; PNG/JPEG/TIFF/BMP/DICOM) with the shipped model",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
-    parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     parser.add_argument(
-        "--weights", type=Path, help="lungseg .safetensors or exported .onnx (default: shipped)"
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output folder (created if missing): masks, overlays, results.csv",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="lungseg .safetensors or exported .onnx (default: the shipped model)",
     )
     parser.add_argument(
         "--backend",
         choices=("torch", "onnxruntime"),
         help="inference engine (default: onnxruntime for an .onnx file, else torch)",
     )
-    parser.add_argument("--batch", type=int, default=4, help="images per forward pass")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers for decoding")
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=4, metavar="N", help="images per forward pass"
+    )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=1,
+        metavar="N",
+        help="DataLoader worker processes decoding images; 0 decodes in the main process",
+    )
+    add_runtime_options(parser)
     parser.add_argument(
         "--probabilities", action="store_true", help="also write NAME_probabilities.png (16-bit)"
     )
@@ -41,31 +70,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-postprocess",
         dest="postprocess",
         action="store_false",
-        help="keep the raw thresholded mask (default: two largest components, holes filled)",
+        help="keep the raw thresholded masks (default: post-processed: the two largest lung "
+        "components, the largest heart component, holes filled)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="redo images already done")
-    parser.add_argument("--strict", action="store_true", help="stop at the first bad file")
-    parser.add_argument("--json", action="store_true", help="also write results.json")
+    parser.add_argument(
+        "--anonymize",
+        action="store_true",
+        help="leave the DICOM SOPInstanceUID, StudyInstanceUID and PatientID columns out of "
+        "results.csv and --json (by default DICOM rows carry them, to link back to the "
+        "archive; file names are kept either way)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="redo images already done (by default skipped)"
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first bad file (by default it is reported and skipped)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="also write the table and a summary (model, threshold, counts) as JSON to PATH",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_inputs(args.inputs)  # before loading the model: a typo fails in a second
+    check_output_folder(args.out, "-o/--out")
+    check_output_file(args.json, "--json")
+
     from lungseg.inference import Segmenter
     from lungseg.predict import PredictOptions, predict
 
     segmenter = Segmenter.from_pretrained(
         args.weights, device=args.device, precision=args.precision, backend=args.backend
     )
+    log.info("%s", describe_runtime(segmenter))
     options = PredictOptions(
-        batch_size=args.batch,
+        batch_size=args.batch_size,
         workers=args.workers,
         postprocess=args.postprocess,
         probabilities=args.probabilities,
         dicom_seg=args.dicom_seg,
         overwrite=args.overwrite,
         strict=args.strict,
-        as_json=args.json,
+        json_path=args.json,
+        anonymize=args.anonymize,
         progress=not args.quiet,
     )
     summary = predict(args.inputs, args.out, segmenter, options)
@@ -75,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.segmented} image(s) segmented in {summary.seconds:.1f} s "
         f"({summary.images_per_second:.2f} img/s), {summary.skipped} already done, "
         f"{summary.failed} failed; table: {summary.results}"
+        + (f", JSON: {args.json}" if args.json else "")
     )
     if summary.failed:
         print(f"{summary.failed} file(s) could not be segmented (the error column has them all):")

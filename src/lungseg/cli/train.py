@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
-from lungseg.cli import add_parser
+from lungseg.cli import DEVICES, PRECISIONS, add_parser, non_negative_int, positive_int
 from lungseg.errors import LungsegError
-
-RUN_FILE = "run.json"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,18 +26,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preset", default="cpu", choices=sorted(PRESETS), help="recipe to start from"
     )
-    parser.add_argument("--model", help="registry name (`lungseg models`); default: the preset's")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--image-size", help="N or HxW")
+    cpu = PRESETS["cpu"]
+
+    def preset_default(field: str) -> str:
+        return f"default: the preset's; cpu: {getattr(cpu, field)}"
+
     parser.add_argument(
-        "--time-budget-min", type=float, help="wall-clock budget in minutes (0: none)"
+        "--model", help=f"registry name (`lungseg models`; {preset_default('model')})"
     )
-    parser.add_argument("--workers", type=int, help="DataLoader workers")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
-    parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--epochs", type=positive_int, help=f"epochs at most ({preset_default('epochs')})"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help=f"images per step and process ({preset_default('batch_size')})",
+    )
+    parser.add_argument("--lr", type=float, help=f"peak learning rate ({preset_default('lr')})")
+    parser.add_argument(
+        "--image-size",
+        help="network input, N or HxW (default: the preset's; cpu: "
+        f"{'x'.join(map(str, cpu.image_size))})",
+    )
+    parser.add_argument(
+        "--time-budget-min",
+        type=float,
+        help=f"wall-clock budget in minutes, 0 for none ({preset_default('time_budget_min')})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        help=f"DataLoader worker processes ({preset_default('workers')})",
+    )
+    parser.add_argument(
+        "--device", choices=DEVICES, help=f"where to train ({preset_default('device')})"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="autocast; auto measures fp32 against bf16 on a CPU and keeps the faster, and "
+        f"takes bf16/fp16 on CUDA ({preset_default('precision')})",
+    )
+    parser.add_argument(
+        "--seed", type=int, help=f"seeds the data order and the weights ({preset_default('seed')})"
+    )
     parser.add_argument(
         "--source-weight",
         dest="source_weights",
@@ -75,18 +104,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lungseg.atomic import atomic_write_text
-    from lungseg.config import TrainConfig, apply_overrides, get_preset
+    from lungseg.config import apply_overrides, get_preset
     from lungseg.training import train
+    from lungseg.training.run_dir import RunDir
 
     if args.resume is not None:
-        run_file = args.resume / RUN_FILE
-        if not run_file.is_file():
-            raise LungsegError(f"{args.resume}: not a lungseg run folder (no {RUN_FILE})")
-        saved = json.loads(run_file.read_text())
-        config = TrainConfig.from_dict(json.loads((args.resume / "config.json").read_text()))
-        split = Path(saved["split"]) if saved["split"] else None
-        train(config, Path(saved["data"]), split, args.resume, resume=True)
+        config, record = RunDir(args.resume).read_start()
+        split = Path(record.split) if record.split else None
+        train(config, Path(record.data), split, args.resume, resume=True)
         return 0
 
     if args.data is None or args.out is None:
@@ -113,19 +138,6 @@ def run(args: argparse.Namespace) -> int:
             raise LungsegError(f"--source-weight {item!r} is not SOURCE=WEIGHT")
         overrides.append(f"source_weights.{source}={weight}")
     config = apply_overrides(config, overrides + args.overrides)
-    if (args.out / "last.pt").exists():
-        raise LungsegError(
-            f"{args.out} already holds a run; use --resume {args.out} or another --out"
-        )
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
-        record = {
-            "data": str(args.data.resolve()),
-            "split": str(args.split.resolve()) if args.split else None,
-            "preset": args.preset,
-            "command": "lungseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        }
-        # Both records before any data is read, so --resume works after a stop at any point.
-        atomic_write_text(args.out / "config.json", config.pretty() + "\n")
-        atomic_write_text(args.out / RUN_FILE, json.dumps(record, indent=2) + "\n")
-    train(config, args.data, args.split, args.out)
+    command = "lungseg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    train(config, args.data, args.split, args.out, preset=args.preset, command=command)
     return 0

@@ -3,8 +3,9 @@
 Every input becomes an :class:`InputImage` with the output name that mirrors it: a file given
 directly keeps its stem, a file found in a folder keeps its path relative to that folder. Two
 inputs that would write the same outputs are refused before any work starts, so nothing is
-silently overwritten. The list is sorted by output name, which is what makes the split between
-ranks of a distributed run deterministic.
+silently overwritten. The list keeps the inputs' order (a folder's files sorted by path), the
+same in every process, which is what makes the split between ranks of a distributed run
+deterministic and the table's rows follow what the user asked for.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungseg.data.io import IMAGE_SUFFIXES, looks_like_dicom
+from lungseg.data.io import is_image_file
 from lungseg.errors import InvalidInputError
 
 
@@ -28,7 +29,10 @@ class InputImage:
 
 
 def collect_inputs(inputs: Sequence[str | Path], exclude: Path | None = None) -> list[InputImage]:
-    """Expand ``inputs`` into the images to segment, sorted by output name.
+    """Expand ``inputs`` into the images to segment, in input order.
+
+    Inputs keep the order they were given in; a folder or a glob contributes its files sorted
+    by path, so the table's rows (and each torchrun rank's share) are the same on every run.
 
     Args:
         inputs: files (any name: a file named explicitly is always taken), folders (searched
@@ -58,7 +62,7 @@ def collect_inputs(inputs: Sequence[str | Path], exclude: Path | None = None) ->
                 "segment them in separate runs or rename one",
             )
         by_name[image.name.lower()] = image
-    return sorted(by_name.values(), key=lambda image: image.name)
+    return list(by_name.values())
 
 
 def _expand(raw: Path) -> list[InputImage]:
@@ -68,7 +72,7 @@ def _expand(raw: Path) -> list[InputImage]:
         return [InputImage(raw, raw.stem)]
     if glob.has_magic(str(raw)):
         matches = sorted(Path(p) for p in glob.glob(str(raw), recursive=True))
-        images = [InputImage(p, p.stem) for p in matches if p.is_file() and _is_image(p)]
+        images = [InputImage(p, p.stem) for p in matches if p.is_file() and is_image_file(p)]
         images += [image for p in matches if p.is_dir() for image in _expand(p)]
         if not images:
             raise InvalidInputError(raw, "the pattern matches no image file")
@@ -82,26 +86,13 @@ def _walk(folder: Path) -> list[Path]:
     for root, dirs, files in os.walk(folder, onerror=_raise_walk_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         images += [
-            Path(root, f) for f in files if not f.startswith(".") and _is_image(Path(root, f))
+            Path(root, f) for f in files if not f.startswith(".") and is_image_file(Path(root, f))
         ]
     return sorted(images)
 
 
 def _raise_walk_error(err: OSError) -> None:
     raise InvalidInputError(err.filename or "?", f"cannot list the folder ({err.strerror})")
-
-
-def _is_image(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return True
-    if suffix:
-        return False
-    try:
-        with path.open("rb") as stream:
-            return looks_like_dicom(stream.read(132))
-    except OSError:
-        return False
 
 
 def _name(relative: Path) -> str:

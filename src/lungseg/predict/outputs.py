@@ -29,17 +29,38 @@ from lungseg.predict.inputs import InputImage
 
 JOURNAL = ".lungseg-predict"
 
+RUN_COLUMNS = ("model", "model_version", "threshold", "postprocess")
+"""What made the row's masks: the architecture and the lungseg version the weights name, the
+threshold and whether the masks were post-processed. Recorded per row, when the image is done,
+so a rerun that skips finished images never attributes them to its own settings."""
+
+DICOM_COLUMNS = ("sop_instance_uid", "study_instance_uid", "patient_id")
+"""For a DICOM input its SOPInstanceUID, StudyInstanceUID and PatientID, so a row links back to
+the archive; empty for other formats and for a DICOM without the tag. ``--anonymize`` leaves
+the three columns out (of results.csv and the JSON)."""
+
 COLUMNS = (
     "file",
     "name",
     "status",
     "error",
+    *RUN_COLUMNS,
+    *DICOM_COLUMNS,
     "width",
     "height",
-    "pixel_spacing_mm",
+    "pixel_spacing_row_mm",
+    "pixel_spacing_col_mm",
     *(field.name for field in dataclasses.fields(LungMeasurements)),
 )
-"""results.csv columns. ``right``/``left`` are the PATIENT's sides (right lung = image left)."""
+"""results.csv columns, in this order, one row per input in input order (sorted by output
+name). ``right``/``left`` are the PATIENT's sides (right lung = image left). Areas in cm2 are
+rounded to 0.01 cm2 and empty when the file states no pixel spacing; the spacing is the
+file's (row, column) spacing in mm."""
+
+
+def columns(anonymize: bool = False) -> tuple[str, ...]:
+    """results.csv's columns; ``anonymize`` leaves out :data:`DICOM_COLUMNS`."""
+    return tuple(c for c in COLUMNS if not (anonymize and c in DICOM_COLUMNS))
 
 
 def output_path(out_dir: Path, image: InputImage, kind: str, suffix: str = ".png") -> Path:
@@ -103,27 +124,47 @@ def collect_rows(out_dir: Path, images: Sequence[InputImage]) -> list[dict[str, 
 
 
 def write_results(
-    out_dir: Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any], as_json: bool
+    out_dir: Path,
+    rows: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    json_path: Path | None = None,
+    anonymize: bool = False,
 ) -> Path:
-    """``results.csv`` (one row per image) and, when asked, ``results.json`` with a summary."""
+    """``OUT/results.csv`` (one row per image) and, when asked, the same rows with a summary as
+    JSON at ``json_path``. ``anonymize`` drops :data:`DICOM_COLUMNS` from both, also from rows
+    an earlier run without it recorded."""
+    fields = columns(anonymize)
+    rows = [{k: v for k, v in _upgrade(row).items() if k in fields} for row in rows]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in COLUMNS})
+        writer.writerow({k: _cell(k, row.get(k)) for k in fields})
     csv_path = out_dir / "results.csv"
     atomic_write_text(csv_path, buffer.getvalue())
-    if as_json:
-        document = {"summary": summary, "images": list(rows)}
-        atomic_write_text(out_dir / "results.json", json.dumps(document, indent=2) + "\n")
+    if json_path is not None:
+        document = {"summary": summary, "images": rows}
+        atomic_write_text(json_path, json.dumps(document, indent=2) + "\n")
     return csv_path
 
 
-def _cell(value: Any) -> Any:
+def _upgrade(row: dict[str, Any]) -> dict[str, Any]:
+    """A journal row of an older lungseg (spacing as one list) in today's columns."""
+    if "pixel_spacing_mm" not in row:
+        return row
+    row = dict(row)
+    spacing = row.pop("pixel_spacing_mm") or (None, None)
+    row["pixel_spacing_row_mm"], row["pixel_spacing_col_mm"] = spacing
+    return row
+
+
+def _cell(column: str, value: Any) -> Any:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, (list, tuple)):
-        return " ".join(f"{v:g}" for v in value)
-    return value
+    if isinstance(value, bool) or not isinstance(value, float):
+        return value
+    if column.endswith("_cm2"):
+        return f"{value:.2f}"
+    if column.endswith("_mm") or column == "threshold":
+        return f"{value:g}"
+    return f"{value:.4f}"

@@ -3,8 +3,12 @@
 Decoding (the slow, format-dependent part) runs in ``predict_many``'s DataLoader workers; a file
 that cannot be read comes back as a :class:`~lungseg.inference.FailedInput`, so one bad file is
 reported and skipped instead of ending the run (``strict`` ends it). Under ``torchrun`` every
-rank takes every ``world_size``-th image of the sorted list and rank 0 merges the journal into
+rank takes every ``world_size``-th image of the input list and rank 0 merges the journal into
 one table, so the result does not depend on how many processes made it.
+
+Each row records the settings that made it (model, version, threshold, post-processing) and,
+unless ``anonymize``, a DICOM input's SOPInstanceUID, StudyInstanceUID and PatientID
+(:func:`dicom_ids`); see :data:`~lungseg.predict.outputs.COLUMNS`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +29,7 @@ from lungseg.inference import FailedInput, Segmentation, Segmenter
 from lungseg.overlay import render_overlay
 from lungseg.predict.inputs import InputImage, collect_inputs
 from lungseg.predict.outputs import (
+    DICOM_COLUMNS,
     collect_rows,
     finished_row,
     output_path,
@@ -47,7 +53,10 @@ class PredictOptions:
     dicom_seg: bool = False
     overwrite: bool = False
     strict: bool = False
-    as_json: bool = False
+    json_path: Path | None = None
+    """Also write the table and a summary as JSON here (``--json PATH``)."""
+    anonymize: bool = False
+    """Leave the DICOM UIDs and PatientID out of the table (``--anonymize``)."""
     progress: bool = True
 
 
@@ -98,11 +107,21 @@ def _predict(
         for stale in remove_interrupted_writes(out_dir, images):
             log.info("removed %s, left by a run killed while writing it", stale)
     barrier(dist)
+    run = run_columns(segmenter, options)
     mine = images[dist.rank :: dist.world_size]
-    todo = [im for im in mine if options.overwrite or finished_row(out_dir, im) is None]
+    done = {} if options.overwrite else _finished_rows(out_dir, mine)
+    todo = [im for im in mine if im.name not in done]
     skipped = len(mine) - len(todo)
     if skipped and dist.is_main:
         log.info("%d image(s) already done in %s (use --overwrite to redo them)", skipped, out_dir)
+    other = sum(any(row.get(k) != v for k, v in run.items()) for row in done.values())
+    if other and dist.is_main:
+        log.warning(
+            "%d of the images already done were made with another model, threshold or "
+            "post-processing (results.csv's model, model_version, threshold and postprocess "
+            "columns say which); --overwrite redoes them with this run's",
+            other,
+        )
     started = time.perf_counter()
     segmented = failed = 0
     bar = tqdm(
@@ -122,11 +141,11 @@ def _predict(
         try:
             if isinstance(result, FailedInput):
                 raise result.error()
-            _write_one(out_dir, image, result, segmenter, options)
+            _write_one(out_dir, image, result, segmenter, options, run)
             segmented += 1
         except LungsegError as err:
             failed += 1
-            _fail(out_dir, image, str(err), options)
+            _fail(out_dir, image, str(err), options, run)
         bar.update()
         bar.set_postfix(img_s=f"{(segmented + failed) / (time.perf_counter() - started):.1f}")
     bar.close()
@@ -136,6 +155,8 @@ def _predict(
     errors: list[str] = []
     if dist.is_main:
         rows = collect_rows(out_dir, images)
+        if not options.anonymize:
+            rows = [_with_dicom_ids(row) for row in rows]
         summary = {
             "images": len(images),
             "ok": sum(row["status"] == "ok" for row in rows),
@@ -144,20 +165,90 @@ def _predict(
             "lungseg_version": segmenter.info.lungseg_version,
             "threshold": segmenter.threshold,
             "postprocess": options.postprocess,
+            "anonymized": options.anonymize,
         }
-        results = write_results(out_dir, rows, summary, options.as_json)
+        results = write_results(out_dir, rows, summary, options.json_path, options.anonymize)
         failed = summary["failed"]
         errors = [row["error"] for row in rows if row["status"] != "ok"]
     return PredictSummary(len(mine), segmented, skipped, failed, seconds, results, errors)
 
 
-def _fail(out_dir: Path, image: InputImage, message: str, options: PredictOptions) -> None:
+def run_columns(segmenter: Segmenter, options: PredictOptions) -> dict[str, Any]:
+    """The settings every row records (:data:`~lungseg.predict.outputs.RUN_COLUMNS`)."""
+    return {
+        "model": segmenter.info.model_config.get("name"),
+        "model_version": segmenter.info.lungseg_version,
+        "threshold": segmenter.threshold,
+        "postprocess": options.postprocess,
+    }
+
+
+def dicom_ids(path: Path) -> dict[str, str]:
+    """A DICOM file's SOPInstanceUID, StudyInstanceUID and PatientID (``""`` where missing).
+
+    Only the three tags are read (no pixel data). A file that is not DICOM, or that cannot be
+    read again, gives empty values: the ids label a row, they never fail it.
+    """
+    import pydicom
+
+    from lungseg.data.io import looks_like_dicom
+
+    ids = dict.fromkeys(DICOM_COLUMNS, "")
+    try:
+        with Path(path).open("rb") as stream:
+            head = stream.read(132)
+            if not looks_like_dicom(head):
+                return ids
+            stream.seek(0)
+            ds = pydicom.dcmread(
+                stream,
+                stop_before_pixels=True,
+                specific_tags=list(_DICOM_TAGS),
+                force=head[128:132] != b"DICM",  # old files without a preamble, as read_image
+            )
+    except Exception:  # OSError, InvalidDicomError, struct errors on truncation, ...
+        return ids
+    for keyword, column in _DICOM_TAGS.items():
+        value = ds.get(keyword)
+        ids[column] = "" if value is None else str(value).strip()
+    return ids
+
+
+_DICOM_TAGS = dict(
+    zip(("SOPInstanceUID", "StudyInstanceUID", "PatientID"), DICOM_COLUMNS, strict=True)
+)
+
+
+def _with_dicom_ids(row: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the ids of an ok row an ``--anonymize`` run recorded without them."""
+    if row.get("status") != "ok" or all(column in row for column in DICOM_COLUMNS):
+        return row
+    return {**row, **dicom_ids(Path(row["file"]))}
+
+
+def _finished_rows(out_dir: Path, images: Sequence[InputImage]) -> dict[str, dict[str, Any]]:
+    """The journal rows of the ``images`` a previous run finished, by output name."""
+    rows = {}
+    for image in images:
+        row = finished_row(out_dir, image)
+        if row is not None:
+            rows[image.name] = row
+    return rows
+
+
+def _fail(
+    out_dir: Path,
+    image: InputImage,
+    message: str,
+    options: PredictOptions,
+    run: dict[str, Any],
+) -> None:
     """Report a file that could not be segmented: stop (``strict``) or record it and go on."""
     if options.strict:
         raise LungsegError(message)
     log.warning("skipped %s", message)
     row = {"file": str(image.path), "name": image.name, "status": "error", "error": message}
-    record_row(out_dir, image, row)
+    record_row(out_dir, image, {**row, **run})
 
 
 def _write_one(
@@ -166,6 +257,7 @@ def _write_one(
     result: Segmentation,
     segmenter: Segmenter,
     options: PredictOptions,
+    run: dict[str, Any],
 ) -> None:
     meta = result.meta
     assert meta is not None and result.grey is not None  # a file input states both
@@ -188,14 +280,29 @@ def _write_one(
             model_version=segmenter.info.lungseg_version,
             heart=result.heart,
         )
-    row = {
+    spacing = meta.pixel_spacing_mm or (None, None)
+    row: dict[str, Any] = {
         "file": str(image.path),
         "name": image.name,
         "status": "ok",
         "error": None,
-        "width": meta.width,
-        "height": meta.height,
-        "pixel_spacing_mm": list(meta.pixel_spacing_mm) if meta.pixel_spacing_mm else None,
-        **result.measurements.as_row(),
+        **run,
     }
+    if not options.anonymize:
+        row.update(
+            dicom_ids(image.path)
+            if meta.source_format == "dicom"
+            else dict.fromkeys(DICOM_COLUMNS, "")
+        )
+    row.update(
+        width=meta.width,
+        height=meta.height,
+        pixel_spacing_row_mm=spacing[0],
+        pixel_spacing_col_mm=spacing[1],
+    )
+    measurements = result.measurements.as_row()
+    for column, value in measurements.items():  # areas to 0.01 cm2, in the JSON too
+        if column.endswith("_cm2") and value is not None:
+            measurements[column] = round(value, 2)
+    row.update(measurements)
     record_row(out_dir, image, row)
