@@ -52,7 +52,7 @@ from lungseg.evaluate import evaluate
 from lungseg.inference import Segmenter
 from lungseg.metrics import MetricAccumulator
 from lungseg.training import train
-from lungseg.training.trainer import FINAL, LAST
+from lungseg.training.run_dir import RunDir
 from lungseg.weights import SHIPPED_WEIGHTS
 
 
@@ -76,9 +76,10 @@ def write_held_out_split(split: dict[str, list[str]], source: str, origin: Path,
 
 def train_held_out(config: TrainConfig, data: Path, split: Path, run: Path) -> Path:
     """Train (or resume) the run unless it has finished; its weights."""
-    if not (run / "summary.json").is_file():
-        train(config, data, split, run, resume=(run / LAST).is_file())
-    return run / FINAL
+    folder = RunDir(run)
+    if not folder.summary.is_file():
+        train(config, data, split, run, resume=folder.holds_run())
+    return folder.final_weights
 
 
 def score(segmenter: Segmenter, pairs: list[Pair], test_ids: set[str], name: str) -> dict[str, Any]:

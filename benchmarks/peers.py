@@ -56,6 +56,7 @@ from lungseg.evaluate import evaluate  # noqa: E402
 from lungseg.inference import Segmenter  # noqa: E402
 from lungseg.models.registry import register_model  # noqa: E402
 from lungseg.training import train  # noqa: E402
+from lungseg.training.run_dir import RunDir  # noqa: E402
 
 PEERS = {"smp_unet_r34": smp_unet_r34, "monai_attention_unet": monai_attention_unet}
 
@@ -85,16 +86,15 @@ def register_peers() -> None:
 
 
 def train_one(name: str, args: argparse.Namespace) -> Path:
-    out = args.out / name
-    if (out / "summary.json").is_file():
-        return out / "model.safetensors"
+    run = RunDir(args.out / name)
+    if run.summary.is_file():
+        return run.final_weights
     config = apply_overrides(
         get_preset(args.preset),
         [f"model={json.dumps(name)}", f"time_budget_min={args.budget_min}", f"seed={args.seed}"],
     )
-    resume = (out / "last.pt").is_file()
-    train(config, args.data, args.split, out, resume=resume)
-    return out / "model.safetensors"
+    train(config, args.data, args.split, run.path, resume=run.holds_run())
+    return run.final_weights
 
 
 def evaluate_one(name: str, weights: Path | None, args: argparse.Namespace) -> dict[str, Any]:

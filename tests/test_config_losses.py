@@ -79,11 +79,22 @@ def test_old_run_configs_without_the_new_fields_keep_their_recipe() -> None:
         "selection=worst_source",
         "source_weights.covidqu=-1",
         'source_weights.covidqu="half"',
+        "batch_size=0",
+        "epochs=0",
+        "lr=-0.1",
+        "workers=-1",
+        "image_size=8",
+        'loss="focal"',
+        'optimizer="sgd"',
+        'precision="int8"',
+        'device="tpu"',
+        "model_args.out_channels=3",  # with heart=true below, the heart sets it
     ],
 )
 def test_bad_overrides_are_clear_errors(bad: str) -> None:
+    """Checked when the config is built, before a trainer decodes a single image."""
     with pytest.raises(LungsegError):
-        apply_overrides(get_preset("cpu"), [bad])
+        apply_overrides(get_preset("cpu"), [bad, "heart=true"])
 
 
 def test_unknown_preset_lists_the_valid_ones() -> None:

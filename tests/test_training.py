@@ -167,6 +167,46 @@ def test_cli_train_then_resume_finished_run(
     assert main(["train", "--resume", str(out)]) == 0  # already finished: finalises again, no error
 
 
+def test_a_run_started_from_python_resumes_from_the_cli(
+    data_root: Path, small_split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lungseg.cli import main
+    from lungseg.training import train
+
+    real_epoch = Trainer._train_epoch
+
+    def crash_in_second_epoch(self: Trainer) -> float:
+        if self.epoch == 1:
+            raise RuntimeError("simulated crash")
+        return real_epoch(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash_in_second_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(smoke_config(epochs=2), data_root, small_split, tmp_path)
+    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["data"] == str(data_root.resolve()) and record["preset"] is None
+    assert main(["train", "--resume", str(tmp_path)]) == 0
+    history = load_checkpoint(tmp_path / "last.pt")["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_best_epoch_is_read_from_the_history(
+    data_root: Path, small_split: Path, tmp_path: Path
+) -> None:
+    trainer = Trainer(smoke_config(epochs=1), data_root, small_split, tmp_path)
+    assert (trainer.best_epoch, trainer.best_dice) == (0, -1.0)
+    nan = float("nan")
+    trainer.history = [
+        {"epoch": 1, "val_dice": 0.5},
+        {"epoch": 2, "val_dice": nan},
+        {"epoch": 3, "val_dice": 0.7},
+        {"epoch": 4, "val_dice": 0.7},
+    ]
+    assert (trainer.best_epoch, trainer.best_dice) == (3, 0.7)
+
+
 def test_paper_preset_starts_checkpoints_and_resumes_at_512(
     data_root: Path, split_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

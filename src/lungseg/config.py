@@ -16,6 +16,7 @@ from lungseg.errors import LungsegError
 
 AUGMENTATIONS = ("basic", "hospital")  # lungseg.data.augment.train_augmentation's kinds
 SELECTIONS = ("image_mean", "source_mean")
+LOSSES = ("bce+dice", "bce", "dice")  # lungseg.losses.build_loss's names
 
 
 @dataclass
@@ -95,6 +96,41 @@ class TrainConfig:
     val_every: int = 1
 
     def __post_init__(self) -> None:
+        """Refuse impossible values now, before a trainer decodes a single image."""
+        self.image_size = _size(self.image_size)
+        choices = {
+            "optimizer": ("adamw", "adam"),
+            "loss": LOSSES,
+            "precision": ("auto", "fp32", "bf16", "fp16"),
+            "device": ("auto", "cpu", "cuda"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise LungsegError(
+                    f"unknown {name} {getattr(self, name)!r}; use one of: {', '.join(allowed)}"
+                )
+        positive = ("batch_size", "epochs", "lr", "val_every")
+        non_negative = (
+            "min_lr",
+            "warmup_epochs",
+            "weight_decay",
+            "grad_clip",
+            "workers",
+            "early_stop_patience",
+            "time_budget_min",
+        )
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise LungsegError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in non_negative:
+            if not getattr(self, name) >= 0:
+                raise LungsegError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if min(self.image_size) < 16:
+            raise LungsegError(f"image_size must be at least 16x16, got {self.image_size}")
+        if not isinstance(self.model_args, dict):
+            raise LungsegError(f"model_args must be a mapping, got {self.model_args!r}")
+        if self.heart and "out_channels" in self.model_args:
+            raise LungsegError("heart=true sets out_channels itself; drop model_args.out_channels")
         if self.augmentation not in AUGMENTATIONS:
             raise LungsegError(
                 f"unknown augmentation {self.augmentation!r}; use {' or '.join(AUGMENTATIONS)}"
@@ -119,9 +155,6 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise LungsegError(f"unknown config field(s): {', '.join(unknown)}")
-        values = dict(values)
-        if "image_size" in values:
-            values["image_size"] = _size(values["image_size"])
         return cls(**values)
 
     def pretty(self) -> str:

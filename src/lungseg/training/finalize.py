@@ -10,40 +10,50 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-import torch
 
 from lungseg.atomic import atomic_write_text
+from lungseg.config import TrainConfig
+from lungseg.data.discovery import Pair
 from lungseg.evaluate import PairPrediction, predict_pairs, tune_threshold
 from lungseg.inference import Segmenter
 from lungseg.metrics import dice
 from lungseg.training.reports import plot_predictions
+from lungseg.training.run_dir import RunDir
 from lungseg.weights import load_weights, save_weights
-
-if TYPE_CHECKING:
-    from lungseg.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 N_FIGURE_ROWS = 6
 
 
-def finalize_run(trainer: Trainer) -> dict[str, Any]:
-    from lungseg.training.trainer import BEST, FINAL
+def finalize_run(
+    run: RunDir,
+    config: TrainConfig,
+    val: Sequence[Pair],
+    *,
+    split_name: str,
+    fit: dict[str, Any],
+    precision: str,
+) -> dict[str, Any]:
+    """Choose the threshold for ``run``'s best weights on ``val`` and write the final model.
 
-    out = trainer.out
-    model, info = load_weights(out / BEST)
+    Args:
+        fit: what :meth:`Trainer.fit` returned (epochs, best_epoch, best_val_dice, seconds).
+        precision: the autocast the run trained with, for the record.
+    """
+    model, info = load_weights(run.best_weights)
     segmenter = Segmenter(model, info, device="cpu", precision="fp32")
-    val = trainer.data.val
     shown_ids = {p.id for p in val[:: max(1, len(val) // N_FIGURE_ROWS)][:N_FIGURE_ROWS]}
     shown: list[PairPrediction] = []
     heart_dice: list[float] = []
 
     def one_pass() -> Any:  # keeps what the figure and the heart score need on the way
         for item in predict_pairs(
-            segmenter, val, workers=min(trainer.config.workers, 2), desc="tune threshold"
+            segmenter, val, workers=min(config.workers, 2), desc="tune threshold"
         ):
             if item.pair.id in shown_ids:
                 shown.append(item)
@@ -52,21 +62,21 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
             yield item
 
     threshold, scores = tune_threshold(
-        segmenter, one_pass(), by_source=trainer.config.selection == "source_mean"
+        segmenter, one_pass(), by_source=config.selection == "source_mean"
     )
     info.threshold = threshold
     info.extra.update(
         {
-            "run": str(out),
-            "split": trainer.data.split_name,
-            "best_epoch": trainer.best_epoch,
-            "val_dice_network_res": round(trainer.best_dice, 5),
-            "train_precision": _precision_used(trainer),
+            "run": str(run.path),
+            "split": split_name,
+            "best_epoch": fit["best_epoch"],
+            "val_dice_network_res": round(fit["best_val_dice"], 5),
+            "train_precision": precision,
             "val_dice_by_threshold": {f"{t:.2f}": round(s, 5) for t, s in scores.items()},
             **({"val_heart_dice": round(float(np.mean(heart_dice)), 5)} if heart_dice else {}),
         }
     )
-    save_weights(out / FINAL, model, info)
+    save_weights(run.final_weights, model, info)
     segmenter.threshold = threshold
 
     images, truths, preds, titles = [], [], [], []
@@ -76,34 +86,26 @@ def finalize_run(trainer: Trainer) -> dict[str, Any]:
         truths.append(item.truth)
         preds.append(pred)
         titles.append(f"{item.pair.id}\nDice {dice(pred, item.truth):.3f}")
-    plot_predictions(out / "val_predictions.png", images, truths, preds, titles)
+    plot_predictions(run.val_figure, images, truths, preds, titles)
 
     summary = {
-        "model": trainer.config.model,
+        "model": config.model,
         "model_config": model.config,
-        "epochs": trainer.epoch,
-        "best_epoch": trainer.best_epoch,
-        "train_seconds": round(trainer.elapsed, 1),
+        "epochs": fit["epochs"],
+        "best_epoch": fit["best_epoch"],
+        "train_seconds": round(fit["seconds"], 1),
         "threshold": threshold,
         "val_dice_original_res": round(scores[threshold], 5),
         **({"val_heart_dice": round(float(np.mean(heart_dice)), 5)} if heart_dice else {}),
-        "split": trainer.data.split_name,
-        "precision": _precision_used(trainer),
-        "weights": str(out / FINAL),
+        "split": split_name,
+        "precision": precision,
+        "weights": str(run.final_weights),
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run.summary, json.dumps(summary, indent=2) + "\n")
     log.info(
         "threshold %.2f (val Dice %.4f at original resolution); wrote %s",
         threshold,
         scores[threshold],
-        out / FINAL,
+        run.final_weights,
     )
     return summary
-
-
-def _precision_used(trainer: Trainer) -> str:
-    """The autocast the run trained with, and why when ``auto`` measured it."""
-    if trainer.precision_choice is not None:
-        return f"auto: {trainer.precision_choice.describe()}"
-    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-    return names[trainer.runtime.dtype]

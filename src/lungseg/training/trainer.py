@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from lungseg import __version__
-from lungseg.atomic import atomic_write_text, remove_stale_temporaries
+from lungseg.atomic import remove_stale_temporaries
 from lungseg.config import TrainConfig
 from lungseg.data.dataset import SegmentationDataset
 from lungseg.data.discovery import Pair, discover, load_split, select
@@ -47,15 +48,13 @@ from lungseg.runtime import (
     seed_everything,
 )
 from lungseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from lungseg.training.finalize import finalize_run
 from lungseg.training.reports import TensorBoardLog, plot_loss_curves, write_csv
+from lungseg.training.run_dir import RunDir, RunRecord
 from lungseg.training.sampling import SourceWeightedSampler, expected_shares
 from lungseg.weights import LABELS, LABELS_WITH_HEART, WeightsInfo, save_weights
 
 log = logging.getLogger(__name__)
-
-LAST = "last.pt"
-BEST = "best.safetensors"
-FINAL = "model.safetensors"
 
 
 @dataclass
@@ -103,7 +102,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: Path, split: Path | None, out: Path) -> None:
         self.config = config
-        self.out = Path(out)
+        self.run = RunDir(Path(out))
+        self.out = self.run.path
         self.dist: DistInfo = init_distributed("cuda" if _wants_cuda(config) else "cpu")
         self.runtime: Runtime = resolve_runtime(
             config.device, config.precision, self.dist.local_rank
@@ -113,50 +113,11 @@ class Trainer:
         seed_everything(config.seed)
 
         self.data = prepare_data(Path(data), split, config.seed)
-        self.train_set = SegmentationDataset(
-            self.data.train,
-            config.image_size,
-            augment=config.augment,
-            augmentation=config.augmentation,
-            soft_masks=config.soft_masks,
-            heart=config.heart,
-        )
-        self.val_set = SegmentationDataset(
-            self.data.val, config.image_size, augment=False, heart=config.heart
-        )
-        if config.heart and not any(pair.heart is not None for pair in self.data.train):
-            raise LungsegError(
-                f"heart=true but none of the {len(self.data.train)} training pairs has a heart "
-                "mask (a heart/ folder beside masks/, or a 'heart' manifest column)"
-            )
-        for dataset in (self.train_set, self.val_set):
-            dataset.preload(progress=self.dist.is_main)
-
-        model_args = {**config.model_args, **({"out_channels": 2} if config.heart else {})}
-        model = create_model(config.model, **model_args).to(self.runtime.device)
-        if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.precision_choice: PrecisionChoice | None = None
-        if config.precision == "auto" and self.runtime.device.type == "cpu":
-            self.precision_choice = measure_cpu_precision(
-                model,
-                (config.batch_size, 1, *config.image_size),
-                training=True,
-                channels_last=config.channels_last,
-            )
-            # Every rank runs rank 0's choice (each measured its own, on a machine they share).
-            bf16 = broadcast_flag(self.precision_choice.dtype == torch.bfloat16, self.dist)
-            self.runtime = Runtime(self.runtime.device, torch.bfloat16 if bf16 else None)
+        self.train_set, self.val_set = self._build_datasets()
+        self.model = self._build_model()
+        self.precision_choice = self._choose_precision()
         self.val_sources = sorted({pair.source for pair in self.data.val})
-        self.ddp = (
-            DistributedDataParallel(
-                model,
-                device_ids=[self.dist.local_rank] if self.runtime.device.type == "cuda" else None,
-            )
-            if self.dist.enabled
-            else model
-        )
+        self.ddp = self._wrap_ddp()
         self.optimizer = self._build_optimizer()
         self.scaler = torch.amp.GradScaler("cuda") if self.runtime.needs_grad_scaler else None
         self.loss_fn = build_loss(config.loss)
@@ -176,15 +137,83 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
 
-        # State a checkpoint restores.
+        # State a checkpoint restores; the best epoch is read from the history.
         self.epoch = 0
         self.step = 0
         self.elapsed = 0.0
-        self.best_dice = -1.0
-        self.best_epoch = 0
         self.history: list[dict[str, Any]] = []
 
+    def _best_row(self) -> dict[str, Any] | None:
+        """The first epoch with the highest val Dice; None before any validation."""
+        scored = [row for row in self.history if not math.isnan(row["val_dice"])]
+        return max(scored, key=lambda row: (row["val_dice"], -row["epoch"])) if scored else None
+
+    @property
+    def best_epoch(self) -> int:
+        """The epoch whose weights are ``best.safetensors`` (0 before any validation)."""
+        row = self._best_row()
+        return row["epoch"] if row else 0
+
+    @property
+    def best_dice(self) -> float:
+        """The best epoch's val Dice (-1 before any validation)."""
+        row = self._best_row()
+        return row["val_dice"] if row else -1.0
+
     # ----------------------------------------------------------------------------- building
+    def _build_datasets(self) -> tuple[SegmentationDataset, SegmentationDataset]:
+        """Decode and resize every train and val pair once (see :class:`SegmentationDataset`)."""
+        cfg = self.config
+        train_set = SegmentationDataset(
+            self.data.train,
+            cfg.image_size,
+            augment=cfg.augment,
+            augmentation=cfg.augmentation,
+            soft_masks=cfg.soft_masks,
+            heart=cfg.heart,
+        )
+        val_set = SegmentationDataset(self.data.val, cfg.image_size, heart=cfg.heart)
+        if cfg.heart and not any(pair.heart is not None for pair in self.data.train):
+            raise LungsegError(
+                f"heart=true but none of the {len(self.data.train)} training pairs has a heart "
+                "mask (a heart/ folder beside masks/, or a 'heart' manifest column)"
+            )
+        for dataset in (train_set, val_set):
+            dataset.preload(progress=self.dist.is_main)
+        return train_set, val_set
+
+    def _build_model(self) -> torch.nn.Module:
+        cfg = self.config
+        model_args = {**cfg.model_args, **({"out_channels": 2} if cfg.heart else {})}
+        model = create_model(cfg.model, **model_args).to(self.runtime.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _choose_precision(self) -> PrecisionChoice | None:
+        """With ``precision="auto"`` on a CPU, time fp32 and bf16 steps and keep the faster."""
+        cfg = self.config
+        if cfg.precision != "auto" or self.runtime.device.type != "cpu":
+            return None
+        choice = measure_cpu_precision(
+            self.model,
+            (cfg.batch_size, 1, *cfg.image_size),
+            training=True,
+            channels_last=cfg.channels_last,
+        )
+        # Every rank runs rank 0's choice (each measured its own, on a machine they share).
+        bf16 = broadcast_flag(choice.dtype == torch.bfloat16, self.dist)
+        self.runtime = Runtime(self.runtime.device, torch.bfloat16 if bf16 else None)
+        return choice
+
+    def _wrap_ddp(self) -> torch.nn.Module:
+        if not self.dist.enabled:
+            return self.model
+        on_cuda = self.runtime.device.type == "cuda"
+        return DistributedDataParallel(
+            self.model, device_ids=[self.dist.local_rank] if on_cuda else None
+        )
+
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
         decay, no_decay = [], []
@@ -231,8 +260,6 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else {},
             "schedule": {"step": self.step, "elapsed": self.elapsed},
             "epoch": self.epoch,
-            "best_dice": self.best_dice,
-            "best_epoch": self.best_epoch,
             "history": self.history,
             "rng": rng_state(),
             "config": json.dumps(self.config.to_dict()),
@@ -247,28 +274,33 @@ class Trainer:
         self.step = state["schedule"]["step"]
         self.elapsed = state["schedule"]["elapsed"]
         self.epoch = state["epoch"]
-        self.best_dice = state["best_dice"]
-        self.best_epoch = state["best_epoch"]
         self.history = list(state["history"])
         set_rng_state(state["rng"])
 
     def resume(self) -> None:
-        if not (self.out / LAST).exists():  # killed before its first checkpoint: nothing lost
+        if not self.run.holds_run():  # killed before its first checkpoint: nothing lost
             if self.dist.is_main:
                 log.info("%s has no checkpoint yet: starting from the first epoch", self.out)
             return
-        state = load_checkpoint(self.out / LAST)
+        state = load_checkpoint(self.run.checkpoint)
         try:
             self.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = " ".join(f"{type(err).__name__}: {err}".split())
             raise InvalidInputError(
-                self.out / LAST, f"not a checkpoint of this run ({reason})"
+                self.run.checkpoint, f"not a checkpoint of this run ({reason})"
             ) from err
         if self.dist.is_main:
             log.info(
                 "resumed %s at epoch %d (best val Dice %.4f)", self.out, self.epoch, self.best_dice
             )
+
+    def precision_used(self) -> str:
+        """The autocast the run trained with, and why when ``auto`` measured it."""
+        if self.precision_choice is not None:
+            return f"auto: {self.precision_choice.describe()}"
+        names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return names[self.runtime.dtype]
 
     def weights_info(self, **extra: Any) -> WeightsInfo:
         """Metadata for a weights file; the threshold is chosen later, on val (finalize)."""
@@ -286,8 +318,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             for stale in remove_stale_temporaries(self.out):
                 log.info("removed %s, left by a run killed while writing it", stale)
-            atomic_write_text(self.out / "config.json", cfg.pretty() + "\n")
-            tb = TensorBoardLog(self.out / "tensorboard")
+            tb = TensorBoardLog(self.run.tensorboard)
         stop = self._budget_spent() or self.epoch >= cfg.epochs
         while not stop:
             seed_everything(cfg.seed * 1_000_003 + self.epoch * 7_919 + self.dist.rank)
@@ -315,16 +346,15 @@ class Trainer:
                 "seconds": round(self.elapsed, 1),
             }
             self.history.append(row)
-            improved = val is not None and val["dice"] > self.best_dice
-            if improved:
-                self.best_dice, self.best_epoch = val["dice"], self.epoch
+            improved = val is not None and self.best_epoch == self.epoch
             if self.dist.is_main:
                 if improved:
-                    save_weights(self.out / BEST, self.model, self.weights_info(epoch=self.epoch))
-                save_checkpoint(self.out / LAST, self.state_dict())
-                write_csv(self.out / "metrics.csv", self.history)
+                    info = self.weights_info(epoch=self.epoch)
+                    save_weights(self.run.best_weights, self.model, info)
+                save_checkpoint(self.run.checkpoint, self.state_dict())
+                write_csv(self.run.metrics, self.history)
                 tb.log(row)
-                plot_loss_curves(self.out / "loss_curves.png", self.history)
+                plot_loss_curves(self.run.loss_figure, self.history)
                 log.info(
                     "epoch %d  train %.4f  val %.4f  Dice %.4f  IoU %.4f  lr %.2e  %.0fs%s",
                     self.epoch,
@@ -492,39 +522,72 @@ def _wants_cuda(config: TrainConfig) -> bool:
 
 
 def train(
-    config: TrainConfig, data: Path, split: Path | None, out: Path, *, resume: bool = False
+    config: TrainConfig,
+    data: Path,
+    split: Path | None,
+    out: Path,
+    *,
+    resume: bool = False,
+    preset: str | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a run, then pick the threshold on val and write ``model.safetensors``."""
+    """Train (or resume) a run, then pick the threshold on val and write ``model.safetensors``.
+
+    A new run first writes ``config.json`` and ``run.json`` (:class:`RunDir`), so it can be
+    resumed with ``lungseg train --resume OUT`` however it was started. ``preset`` and
+    ``command`` only go into that record.
+
+    Raises:
+        LungsegError: ``out`` already holds a run and ``resume`` is off.
+    """
+    run = RunDir(Path(out))
+    if not resume:
+        if run.holds_run():
+            raise LungsegError(f"{out} already holds a run; use --resume {out} or another --out")
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
+            split_path = str(Path(split).resolve()) if split is not None else None
+            record = RunRecord(str(Path(data).resolve()), split_path, preset, command)
+            run.write_start(config, record)
     trainer = Trainer(config, data, split, out)
     try:
         if resume:
             trainer.resume()
         elif trainer.dist.is_main:
-            log.info("lungseg %s: training %s\n%s", __version__, config.model, config.pretty())
-            log.info(
-                "train %d / val %d pairs (%s) on %s, autocast %s, world size %d",
-                len(trainer.data.train),
-                len(trainer.data.val),
-                trainer.data.split_name,
-                trainer.runtime.device,
-                trainer.runtime.dtype,
-                trainer.dist.world_size,
-            )
-            shares = expected_shares(
-                [pair.source for pair in trainer.data.train], config.source_weights
-            )
-            log.info(
-                "share of each epoch by source: %s",
-                ", ".join(f"{source} {share:.1%}" for source, share in shares.items()),
-            )
+            _log_start(trainer)
         if trainer.dist.is_main and trainer.precision_choice is not None:
             log.info("precision auto: %s", trainer.precision_choice.describe())
         summary = trainer.fit()
         if trainer.dist.is_main:
-            from lungseg.training.finalize import finalize_run
-
-            summary.update(finalize_run(trainer))
+            summary.update(
+                finalize_run(
+                    run,
+                    config,
+                    trainer.data.val,
+                    split_name=trainer.data.split_name,
+                    fit=summary,
+                    precision=trainer.precision_used(),
+                )
+            )
         barrier(trainer.dist)
         return summary
     finally:
         cleanup(trainer.dist)
+
+
+def _log_start(trainer: Trainer) -> None:
+    config = trainer.config
+    log.info("lungseg %s: training %s\n%s", __version__, config.model, config.pretty())
+    log.info(
+        "train %d / val %d pairs (%s) on %s, autocast %s, world size %d",
+        len(trainer.data.train),
+        len(trainer.data.val),
+        trainer.data.split_name,
+        trainer.runtime.device,
+        trainer.runtime.dtype,
+        trainer.dist.world_size,
+    )
+    shares = expected_shares([pair.source for pair in trainer.data.train], config.source_weights)
+    log.info(
+        "share of each epoch by source: %s",
+        ", ".join(f"{source} {share:.1%}" for source, share in shares.items()),
+    )
