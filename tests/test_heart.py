@@ -19,7 +19,7 @@ from PIL import Image
 
 from lungseg.data.dataset import SegmentationDataset
 from lungseg.data.discovery import discover
-from lungseg.data.io import read_mask
+from lungseg.data.masks import read_mask
 from lungseg.inference import Segmenter
 from lungseg.losses import build_loss
 from lungseg.measure import cardiothoracic_extents, measure_lungs

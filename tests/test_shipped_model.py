@@ -11,7 +11,7 @@ import pytest
 
 from lungseg.cli import main
 from lungseg.data.discovery import discover, load_split, select
-from lungseg.data.io import read_mask
+from lungseg.data.masks import read_mask
 from lungseg.evaluate import evaluate
 from lungseg.inference import Segmenter
 from lungseg.weights import shipped_weights_path

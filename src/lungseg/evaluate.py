@@ -24,7 +24,7 @@ import numpy as np
 
 from lungseg.data.dataset import load_full_mask
 from lungseg.data.discovery import Pair
-from lungseg.data.io import mask_problem, read_masks
+from lungseg.data.masks import mask_problem, read_masks
 from lungseg.inference import Segmentation, Segmenter
 from lungseg.measure import cardiothoracic_extents
 from lungseg.metrics import MetricAccumulator, dice, selection_mean
