@@ -156,16 +156,18 @@ def test_bmp(tmp_path):
 @pytest.mark.parametrize(
     ("unit", "resolution", "expected"),
     [
-        ("CENTIMETER", (10.0, 5.0), (2.0, 1.0)),  # 10 px/cm across, 5 px/cm down
-        ("INCH", (254.0, 254.0), (0.1, 0.1)),
+        ("CENTIMETER", (10.0, 5.0), (2.0, 1.0)),  # 10 px/cm across, 5 px/cm down: 30 x 40 cm
+        ("INCH", (25.4, 25.4), (1.0, 1.0)),
         ("INCH", (72.0, 72.0), None),  # a screen default says nothing physical
         ("INCH", (1.0, 1.0), None),  # Pillow's default: 25.4 mm pixels are not an X-ray's
         ("NONE", (10.0, 10.0), None),
     ],
 )
 def test_tiff_resolution_to_spacing(tmp_path, unit, resolution, expected):
-    tifffile.imwrite(tmp_path / "a.tif", gradient_u8(), resolution=resolution, resolutionunit=unit)
+    pixels = gradient_u8(200, 300)  # HxW
+    tifffile.imwrite(tmp_path / "a.tif", pixels, resolution=resolution, resolutionunit=unit)
     meta = read_meta(tmp_path / "a.tif")
+    assert meta.warnings == ()  # a default or a missing unit is silently no spacing
     if expected is None:
         assert meta.pixel_spacing_mm is None
     else:
@@ -174,12 +176,27 @@ def test_tiff_resolution_to_spacing(tmp_path, unit, resolution, expected):
 
 @pytest.mark.parametrize(("dpi", "expected"), [(254, 0.1), (96, None)])
 def test_png_resolution_to_spacing(tmp_path, dpi, expected):
-    Image.fromarray(gradient_u8()).save(tmp_path / "a.png", dpi=(dpi, dpi))
-    spacing = read_meta(tmp_path / "a.png").pixel_spacing_mm
+    # 3000 pixels at 254 dpi: 30 cm, a radiograph's size; 96 dpi is a screen default.
+    Image.fromarray(gradient_u8(3000, 3000)).save(tmp_path / "a.png", dpi=(dpi, dpi))
+    meta = read_meta(tmp_path / "a.png")
+    assert meta.warnings == ()
     if expected is None:
-        assert spacing is None
+        assert meta.pixel_spacing_mm is None
     else:
-        np.testing.assert_allclose(spacing, (expected, expected), rtol=1e-3)
+        np.testing.assert_allclose(meta.pixel_spacing_mm, (expected, expected), rtol=1e-3)
+
+
+def test_resolution_too_fine_for_the_image_is_dropped_with_a_note(tmp_path):
+    # 254 dpi on 32x40 pixels: a 4 x 3.2 mm image, no radiograph.
+    Image.fromarray(gradient_u8()).save(tmp_path / "a.png", dpi=(254, 254))
+    tifffile.imwrite(
+        tmp_path / "a.tif", gradient_u8(), resolution=(10.0, 5.0), resolutionunit="CENTIMETER"
+    )
+    for name, stated in (("a.png", "PNG resolution 254 dpi"), ("a.tif", "TIFF resolution")):
+        meta = read_meta(tmp_path / name)
+        assert meta.pixel_spacing_mm is None
+        (note,) = meta.warnings
+        assert note.startswith(stated) and "pixel spacing ignored" in note
 
 
 # --- DICOM ------------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ COLUMNS = (
     "components",
     "quality",
     "reason",
+    "heart_area_px",
+    "heart_area_cm2",
+    "ctr",
+    "cardiomegaly",
+    "estimated_dice",
 )
 # Manual masks that scripts/lung_mask_stats.py reports as flagged, each for a visible reason.
 FLAGGED_MANUAL = {
@@ -169,15 +174,15 @@ def test_areas_in_pixels_and_cm2() -> None:
     plain = measure_lungs(mask)
     assert (plain.area_px, plain.right_area_px, plain.left_area_px) == (18900, 9800, 9100)
     assert plain.area_cm2 is plain.right_area_cm2 is plain.left_area_cm2 is None
-    spaced = measure_lungs(mask, pixel_spacing_mm=(0.5, 0.2))  # 0.1 mm2 = 0.001 cm2 per pixel
-    assert spaced.area_cm2 == pytest.approx(18.9)
-    assert spaced.right_area_cm2 == pytest.approx(9.8)
-    assert spaced.left_area_cm2 == pytest.approx(9.1)
+    spaced = measure_lungs(mask, pixel_spacing_mm=(2.0, 1.0))  # 2 mm2 = 0.02 cm2 per pixel
+    assert spaced.area_cm2 == pytest.approx(378.0)
+    assert spaced.right_area_cm2 == pytest.approx(196.0)
+    assert spaced.left_area_cm2 == pytest.approx(182.0)
     assert (spaced.components, spaced.quality, spaced.reason) == (2, "ok", "")
 
 
 def test_as_row_is_flat_and_in_column_order() -> None:
-    row = measure_lungs(_lungs(), (0.5, 0.2)).as_row()
+    row = measure_lungs(_lungs(), (2.0, 1.0)).as_row()
     assert tuple(row) == COLUMNS
     assert row["area_px"] == 18900 and row["quality"] == "ok"
     assert all(not isinstance(value, dict | list) for value in row.values())

@@ -3,7 +3,8 @@
 The server runs as a subprocess (``python -m lungseg serve``, see ``live_server.py``) with its
 own TMPDIR, so the test also sees that shutdown leaves nothing behind. The browser is Debian's
 ``chromium`` (``.ci/run`` installs it), driven by Playwright through ``executable_path``: no
-browser download.
+browser download. ``/docs`` is looked at the same way: Swagger UI must render the API's OpenAPI 3.1
+schema from the server's own files.
 
 The page's screenshot is saved under ``$LUNGSEG_TEST_ARTIFACTS`` when set (``.ci/run`` sets it
 to ``artifacts/``), else in the test's temporary folder; the path is printed.
@@ -105,8 +106,9 @@ def test_page_segments_an_uploaded_xray(server, browser, xrays, tmp_path):
     assert page.inner_text("#file-name") == xray.name
     # The shipped model has no heart channel: no CTR card, no heart toggle, no heart layer.
     assert api["model"]["has_heart"] is False and api["heart"]["ctr"] is None
-    for heart_part in ("#heart-card", "#heart-control", "#heart-img"):
+    for heart_part in ("#heart-card", "#heart-control", "#heart-img", "#file-row-0 .ctr-col"):
         assert page.is_hidden(heart_part), heart_part
+    assert page.is_hidden("#dicom-info")  # a PNG has no DICOM header to tell of
 
     # The opacity slider drives the tint layer.
     page.eval_on_selector(
@@ -129,16 +131,7 @@ def test_page_segments_an_uploaded_xray(server, browser, xrays, tmp_path):
 
     # Drag and drop the other hospital's X-ray onto the drop zone.
     other = xrays[1]
-    page.evaluate(
-        """([b64, name]) => {
-            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-            const files = new DataTransfer();
-            files.items.add(new File([bytes], name, {type: "image/png"}));
-            document.getElementById("drop-zone").dispatchEvent(
-                new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));
-        }""",
-        [base64.b64encode(other.read_bytes()).decode(), other.name],
-    )
+    _drop(page, [other])
     page.wait_for_function(
         f"document.getElementById('status').textContent.startsWith('Done: {other.name}')",
         timeout=60_000,
@@ -183,6 +176,20 @@ def test_page_shows_the_ctr_and_toggles_the_heart_with_a_heart_model(
         assert page.is_hidden("#heart-img")
         page.check("#heart-toggle")
         assert page.is_visible("#heart-img")
+        row_ctr = page.inner_text("#file-row-0 .ctr-col")  # the file list has a CTR column
+        assert row_ctr.startswith(ctr) and page.is_visible("#file-row-0 .ctr-col")
+
+        # The next upload takes the CTR card, the heart layer and its toggle with the rest.
+        held = _hold_segment_requests(page)
+        page.set_input_files("#file-input", str(xrays[1]))
+        _wait_until_held(page, held)
+        _assert_result_cleared(page)
+        assert page.is_hidden("#heart-control") and page.is_hidden("#thorax-legend")
+        held.pop().continue_()
+        page.wait_for_selector("#heart-card", state="visible", timeout=60_000)
+        assert page.inner_text("#file-name") == xrays[1].name
+        assert page.is_visible("#heart-img") and page.is_checked("#heart-toggle")
+        page.unroute("**/v1/segment")
         assert console_errors == []
         page.close()
 
@@ -208,6 +215,184 @@ def test_page_shows_api_errors_readably(server, browser, tmp_path):
     page.close()
 
 
+def test_page_clears_the_result_when_an_upload_starts_and_when_it_fails(
+    server, browser, xrays, tmp_path
+):
+    """One patient's result never stays beside another's: not while the next file is on its
+    way, and not after an upload fails."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(server.url + "/")
+    first, second = xrays[0], xrays[1]
+    page.set_input_files("#file-input", str(first))
+    page.wait_for_selector("#result", state="visible", timeout=60_000)
+    assert page.inner_text("#file-name") == first.name
+
+    held = _hold_segment_requests(page)
+    page.set_input_files("#file-input", str(second))
+    _wait_until_held(page, held)
+    _assert_result_cleared(page)  # the second X-ray is on its way: nothing of the first is shown
+    assert _rows(page)[1]["status"] == "Segmenting\u2026"
+    held.pop().continue_()
+    page.wait_for_function(
+        f"document.getElementById('status').textContent.startsWith('Done: {second.name}')",
+        timeout=60_000,
+    )
+    assert page.is_visible("#result") and page.inner_text("#file-name") == second.name
+
+    # An upload that fails while another file's result is on view: that result goes too.
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an x-ray at all\n")
+    page.set_input_files("#file-input", str(notes))
+    _wait_until_held(page, held)
+    _assert_result_cleared(page)
+    page.click("#file-row-0 button.view")  # the user looks at the first X-ray meanwhile
+    page.wait_for_selector("#result", state="visible", timeout=30_000)
+    assert page.inner_text("#file-name") == first.name
+    held.pop().continue_()
+    page.wait_for_selector("#error", state="visible", timeout=30_000)
+    _assert_result_cleared(page)
+    assert page.inner_text("#error-title") == "Not an image"
+    assert "notes.png: not a supported image" in _rows(page)[2]["status"]
+    page.unroute("**/v1/segment")
+
+    # One refused before it is sent (over the server's 1 MiB) clears the result as well.
+    page.click("#file-row-1 button.view")
+    page.wait_for_selector("#result", state="visible", timeout=30_000)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2 * 2**20))
+    page.set_input_files("#file-input", str(big))
+    page.wait_for_function(
+        "document.getElementById('error-message').textContent.includes('2.0 MiB')"
+    )
+    _assert_result_cleared(page)
+    assert "accepts up to 1.0 MiB" in _rows(page)[3]["status"]
+    page.close()
+
+
+def test_page_takes_several_files_at_once_with_a_row_each(server, browser, xrays, tmp_path):
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.goto(server.url + "/")
+    page.wait_for_function(
+        "document.getElementById('model-name').textContent.includes('lungseg_cxr')"
+    )
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an x-ray at all\n")
+    files = [xrays[0], notes, xrays[1]]
+    page.set_input_files("#file-input", [str(f) for f in files])  # picked together
+    page.wait_for_function(
+        "document.getElementById('status').textContent === 'Done: 3 files, 1 failed.'",
+        timeout=120_000,
+    )
+    assert posts == [server.url + "/v1/segment"] * 3  # each file in its own request
+    rows = _rows(page)
+    assert [row["name"] for row in rows] == [f.name for f in files]
+    areas = {}
+    for row, xray in ((rows[0], xrays[0]), (rows[2], xrays[1])):
+        lungs = _post_file(server, xray)["lungs"]
+        areas[xray.name] = lungs["area_px"]
+        assert row["status"].startswith("Done in ") and row["viewable"]
+        assert row["area"] == f"{lungs['area_px']:,} px"  # a PNG states no spacing: no cm2
+        assert row["quality"].startswith({"ok": "OK", "check": "Check"}[lungs["quality"]])
+    # The failure is told on its own row, and did not stop the next file.
+    assert rows[1]["status"].startswith("Not an image: notes.png: not a supported image")
+    assert not rows[1]["viewable"] and rows[1]["area"] == ""
+    assert page.is_hidden("#file-row-0 .ctr-col")  # no heart channel: no CTR column
+
+    screenshot = artifact_dir(tmp_path) / "serve_page_files.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot of the web page with three files: {screenshot}")
+
+    # The last file is on view; a row's View shows that file alone.
+    assert page.inner_text("#file-name") == xrays[1].name
+    assert page.get_attribute("#file-row-2", "class") == "viewing"
+    page.click("#file-row-0 button.view")
+    page.wait_for_selector("#result", state="visible", timeout=30_000)
+    assert page.inner_text("#file-name") == xrays[0].name
+    assert page.inner_text("#area-total") == f"{areas[xrays[0].name]:,}"
+    assert page.get_attribute("#file-row-0", "class") == "viewing"
+    assert page.get_attribute("#file-row-2", "class") == ""
+
+    # Two dropped together: two more rows.
+    _drop(page, [xrays[1], xrays[0]])
+    page.wait_for_function(
+        "document.getElementById('status').textContent === 'Done: 2 files.'", timeout=120_000
+    )
+    assert [row["name"] for row in _rows(page)[3:]] == [xrays[1].name, xrays[0].name]
+    assert len(posts) == 5
+    page.click("#clear-list")
+    assert _rows(page) == [] and page.is_hidden("#files") and page.is_hidden("#result")
+    # Chromium logs the refused upload's 415 itself; the page's script logs nothing.
+    assert [e for e in console_errors if "status of 415" not in e] == []
+    page.close()
+
+
+def test_page_shows_the_quality_estimate_and_what_the_dicom_header_said(server, browser, xrays):
+    """The fields of issue 15, with the answer the API gives for them (routed in the browser)."""
+    answer = _post_file(server, xrays[0])
+    answer["lungs"].update(
+        estimated_dice=0.8123, quality="check", reason="estimated Dice 0.81 is below 0.90"
+    )
+    answer["model"]["quality_threshold"] = 0.9
+    answer["image"].update(format="dicom", modality="DX", view_position="PA")
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.route(
+        "**/v1/segment",
+        lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(answer)
+        ),
+    )
+    page.goto(server.url + "/")
+    page.set_input_files("#file-input", str(xrays[0]))
+    page.wait_for_selector("#result", state="visible", timeout=30_000)
+    assert page.inner_text("#estimated-dice") == "Estimated Dice 0.812 (check below 0.900)"
+    assert page.inner_text("#dicom-info") == "DICOM header: modality DX \u00b7 view PA"
+    assert page.inner_text("#quality") == "Check"
+    assert page.inner_text("#quality-reason") == "estimated Dice 0.81 is below 0.90"
+    assert "est. Dice 0.81" in _rows(page)[0]["quality"]
+    page.close()
+
+
+def test_docs_render_the_api_offline(server, browser):
+    """``/docs`` renders FastAPI's OpenAPI 3.1 schema (Swagger UI 4 said "Unable to render this
+    definition"), from the server's own files."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.goto(server.url + "/docs")
+    # The operations, or Swagger UI's "Unable to render this definition" (.version-pragma).
+    page.wait_for_selector(
+        ".opblock-summary-path, .version-pragma, .errors-wrapper", timeout=60_000
+    )
+    assert "Unable to render" not in page.inner_text("body")
+    segment = page.locator(".opblock-summary-path[data-path='/v1/segment']")
+    segment.wait_for(timeout=30_000)
+    version = page.evaluate("() => window.versions && window.versions.swaggerUI.version")
+    assert version.startswith("5."), version
+    paths = page.eval_on_selector_all(
+        ".opblock-summary-path", "els => els.map(e => e.dataset.path)"
+    )
+    assert {"/v1/segment", "/v1/model", "/healthz", "/v1/results/{result_id}/{view}.png"} <= set(
+        paths
+    )
+    assert page.locator(".info .title").inner_text().startswith("lungseg")
+
+    # The upload operation opens with its parameters and its multipart body.
+    segment.click()
+    opened = page.locator(".opblock.is-open")
+    opened.wait_for(timeout=30_000)
+    for parameter in ("format", "images", "postprocess"):
+        assert opened.locator(".parameter__name", has_text=parameter).count() == 1, parameter
+    assert "multipart/form-data" in opened.inner_text()
+    assert "Unable to render" not in page.inner_text("body")
+    # Offline: every file came from the server itself, none from a CDN.
+    assert requested and all(url.startswith(server.url + "/") for url in requested), requested
+    page.close()
+
+
 def test_results_live_in_tmpdir_and_go_with_the_server(server, xrays, tmp_path_factory):
     """Runs last in this module: it stops the shared server and checks what it left."""
     result_id = _post_file(server, xrays[0])["results"]["id"]
@@ -216,6 +401,75 @@ def test_results_live_in_tmpdir_and_go_with_the_server(server, xrays, tmp_path_f
     server.process.send_signal(signal.SIGINT)
     assert server.process.wait(timeout=30) == 0
     assert list(server.tmpdir.glob("lungseg-serve-*")) == []
+
+
+RESULT_LEFT_ON_PAGE = """() => {
+    const $ = (id) => document.getElementById(id);
+    const images = ["xray-img", "overlay-img", "outline-img", "heart-img"];
+    const texts = ["file-name", "image-info", "dicom-info", "quality", "estimated-dice",
+                   "quality-reason", "area-total", "area-right", "area-left", "area-total-cm2",
+                   "ctr", "ctr-widths", "heart-area", "ctr-caveat", "expiry", "timing"];
+    const shown = ["result", "heart-card", "heart-img", "cardiomegaly"];
+    return [
+        ...images.filter((id) => $(id).hasAttribute("src")).map((id) => id + " src"),
+        ...texts.filter((id) => $(id).textContent !== "").map((id) => id + " text"),
+        ...shown.filter((id) => !$(id).hidden).map((id) => id + " shown"),
+        ...["download-mask", "download-overlay"].filter((id) => $(id).hasAttribute("href")),
+        ...[...document.querySelectorAll("#file-rows tr.viewing")].map((row) => row.id),
+    ];
+}"""
+"""What of a result is still on the page: every image, number, card and link it filled."""
+
+
+def _assert_result_cleared(page) -> None:
+    assert page.evaluate(RESULT_LEFT_ON_PAGE) == []
+
+
+def _hold_segment_requests(page) -> list:
+    """Hold each ``POST /v1/segment`` until the test lets it go (``held.pop().continue_()``),
+    so the page is seen while an upload is in flight."""
+    held: list = []
+    page.route("**/v1/segment", lambda route: held.append(route))
+    return held
+
+
+def _wait_until_held(page, held: list) -> None:
+    for _ in range(600):
+        if held:
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError("the upload never reached the server")
+
+
+def _rows(page) -> list[dict]:
+    """The file list's rows as the user reads them."""
+    return page.eval_on_selector_all(
+        "#file-rows tr",
+        """rows => rows.map((r) => ({
+            name: r.querySelector(".name").textContent,
+            status: r.querySelector(".row-status").textContent,
+            area: r.querySelector(".area").textContent,
+            quality: r.querySelector(".quality").textContent,
+            ctr: r.querySelector(".ctr-col").textContent,
+            viewable: !r.querySelector("button.view").disabled,
+        }))""",
+    )
+
+
+def _drop(page, paths: list[Path]) -> None:
+    """Drop files onto the drop zone together, as dragged from a file manager."""
+    page.evaluate(
+        """(files) => {
+            const dropped = new DataTransfer();
+            for (const [b64, name] of files) {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                dropped.items.add(new File([bytes], name, {type: "image/png"}));
+            }
+            document.getElementById("drop-zone").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: dropped, bubbles: true, cancelable: true}));
+        }""",
+        [[base64.b64encode(p.read_bytes()).decode(), p.name] for p in paths],
+    )
 
 
 def _post_file(server: LiveServer, path: Path) -> dict:

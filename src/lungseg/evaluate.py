@@ -216,3 +216,63 @@ def tune_threshold(
     scores = {t: selection_mean(sums[t], counts, by_source=by_source) for t in thresholds}
     best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))
     return best, scores
+
+
+def quality_records(
+    segmenter: Segmenter,
+    pairs: Sequence[Pair],
+    *,
+    degradations: Sequence[str] = (),
+    per_image: int = 1,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Each pair's mask, clean and degraded (:mod:`lungseg.data.degrade`), with its true Dice
+    and the quality signals (and ``estimated_dice`` when the weights are calibrated).
+
+    Every pair is scored clean and in ``per_image`` of the ``degradations``, taken in turn
+    (pair ``i`` gets kinds ``i, i+1, ...``), so each kind is met about equally often. Each
+    copy is seeded by ``seed`` and the pair's position: the same call gives the same copies.
+    Returns one dict per copy: ``id``, ``source``, ``variant``, ``dice``, ``estimated_dice``
+    and the signals.
+    """
+    from tqdm import tqdm
+
+    from lungseg.data.degrade import degrade
+    from lungseg.data.io import read_image
+
+    records: list[dict[str, Any]] = []
+    per_image = min(per_image, len(degradations))
+    chunk = max(1, batch_size // (1 + per_image))
+    with tqdm(total=len(pairs), desc="quality", unit="img", disable=not progress) as bar:
+        for start in range(0, len(pairs), chunk):
+            images, truths, keys = [], [], []
+            for index, pair in enumerate(pairs[start : start + chunk], start=start):
+                image, truth = read_image(pair.image)[0], load_full_mask(pair)
+                kinds = [degradations[(index + k) % len(degradations)] for k in range(per_image)]
+                for number, variant in enumerate(["clean", *kinds]):
+                    rng = np.random.default_rng([seed, index, number])
+                    pixels, mask = (
+                        (image, truth)
+                        if variant == "clean"
+                        else degrade(variant, image, truth, rng)
+                    )
+                    images.append(pixels)
+                    truths.append(mask)
+                    keys.append((pair, variant))
+            results = segmenter.predict_many(images, batch_size=len(images), quality=True)
+            for (pair, variant), truth, result in zip(keys, truths, results, strict=True):
+                assert isinstance(result, Segmentation) and result.quality_signals is not None
+                records.append(
+                    {
+                        "id": pair.id,
+                        "source": pair.source,
+                        "variant": variant,
+                        "dice": dice(result.mask, truth),
+                        "estimated_dice": result.measurements.estimated_dice,
+                        **result.quality_signals,
+                    }
+                )
+            bar.update(len(pairs[start : start + chunk]))
+    return records

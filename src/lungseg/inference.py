@@ -13,6 +13,7 @@ stops the run or comes back as a :class:`FailedInput`, in input order.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,11 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lungseg.backends import OnnxRuntimeModel, resolve_backend
-from lungseg.data.io import ImageMeta, as_grey_image, read_image
+from lungseg.data.io import NOT_FRONTAL, ImageMeta, as_grey_image, read_image
 from lungseg.data.transforms import preprocess
 from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.measure import LungMeasurements, lung_labels, measure_lungs
 from lungseg.postprocess import postprocess_mask
+from lungseg.quality import QualityModel, quality_signals, zoomed_back, zoomed_out
 from lungseg.runtime import PrecisionChoice, Runtime, measure_cpu_precision, resolve_runtime
 from lungseg.weights import WeightsInfo, load_weights, shipped_weights_path
 
@@ -55,6 +57,8 @@ class Segmentation:
         heart: bool (H, W) heart (one component, holes filled when post-processed); None when
             the weights have no heart channel.
         grey: the decoded X-ray as 8-bit grey (H, W), for overlays; None for array inputs.
+        quality_signals: what :mod:`lungseg.quality` estimates the Dice from; None when the
+            second pass did not run.
     """
 
     mask: np.ndarray
@@ -64,6 +68,7 @@ class Segmentation:
     meta: ImageMeta | None = None
     heart: np.ndarray | None = None
     grey: np.ndarray | None = None
+    quality_signals: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,16 @@ class _DecodeDataset(torch.utils.data.Dataset):
             "meta": meta,
             "grey": np.round(pixels * 255).astype(np.uint8),  # 1 byte per pixel across IPC
         }
+
+
+def _flag_film(measurements: LungMeasurements, meta: ImageMeta | None) -> LungMeasurements:
+    """A lateral or oblique film's mask is "check", whatever its shape: the model only knows
+    frontal films (:data:`~lungseg.data.io.NOT_FRONTAL`)."""
+    film = [w for w in (meta.warnings if meta is not None else ()) if NOT_FRONTAL in w]
+    if not film:
+        return measurements
+    reasons = [*film, measurements.reason] if measurements.reason else film
+    return dataclasses.replace(measurements, quality="check", reason="; ".join(reasons))
 
 
 class Segmenter:
@@ -244,30 +259,67 @@ class Segmenter:
         *,
         postprocess: bool = True,
         threshold: float | None = None,
+        network_logits: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Segmentation:
         """(C, H, W) probabilities at original size -> masks, sides and measurements.
 
         ``postprocess`` keeps the two largest lung components and the largest heart component
         and fills their holes: a lung and a heart are each one piece without holes, so what it
         removes are the model's specks and gaps. ``threshold`` overrides the weights' lung
-        threshold (for threshold tuning).
+        threshold (for threshold tuning). ``network_logits`` (the lung logits at the network's
+        size, and those of the zoomed-out second pass) add the quality signals and, with a
+        calibrated quality model, ``estimated_dice``.
         """
         lungs = probabilities[0]
-        mask = self.lung_mask(lungs, threshold, postprocess=postprocess)
+        cut = self.threshold if threshold is None else threshold
+        raw = lungs > cut
+        mask = postprocess_mask(raw) if postprocess else raw
         heart = None
         if self.has_heart:
             heart = probabilities[1] > HEART_THRESHOLD
             if postprocess:
                 heart = postprocess_mask(heart, keep=1)
         spacing = meta.pixel_spacing_mm if meta is not None else None
+        measurements = _flag_film(measure_lungs(mask, spacing, heart=heart), meta)
+        signals = None
+        if network_logits is not None:
+            signals = quality_signals(
+                *network_logits, raw, mask, implausible=measurements.quality != "ok"
+            )
+            if self.quality_model is not None:
+                measurements = self._judge(measurements, signals)
         return Segmentation(
             mask=mask,
             probabilities=lungs,
             labels=lung_labels(mask),
-            measurements=measure_lungs(mask, spacing, heart=heart),
+            measurements=measurements,
             meta=meta,
             heart=heart,
+            quality_signals=signals,
         )
+
+    def _judge(self, measurements: LungMeasurements, signals: dict[str, float]) -> LungMeasurements:
+        """Add the estimated Dice, and flag the mask "check" when it is below the cut."""
+        assert self.quality_model is not None
+        estimate = round(self.quality_model.estimate(signals), 4)
+        reasons = [measurements.reason] if measurements.reason else []
+        if estimate < self.quality_model.threshold:
+            reasons.append(
+                f"estimated Dice {estimate:.3f} below {self.quality_model.threshold:.3f}: the "
+                "network is unsure of this mask"
+            )
+        return dataclasses.replace(
+            measurements,
+            estimated_dice=estimate,
+            quality="check" if reasons else "ok",
+            reason="; ".join(reasons),
+        )
+
+    @property
+    def quality_model(self) -> QualityModel | None:
+        """The calibrated quality model the weights carry (``info.extra["quality_model"]``)."""
+        values = self.info.extra.get("quality_model")
+        return QualityModel.from_dict(values) if values else None
 
     def lung_mask(
         self, probabilities: np.ndarray, threshold: float | None = None, *, postprocess: bool = True
@@ -285,6 +337,7 @@ class Segmenter:
         postprocess: bool = True,
         threshold: float | None = None,
         skip_failed: bool = False,
+        quality: bool | None = None,
         progress: bool = False,
         desc: str = "predict",
     ) -> Iterator[Segmentation | FailedInput]:
@@ -298,6 +351,9 @@ class Segmenter:
             postprocess, threshold: as in :meth:`finish`.
             skip_failed: yield a :class:`FailedInput` for a file that cannot be read instead
                 of raising its error.
+            quality: run the second, zoomed-out pass that gives the quality signals and
+                ``estimated_dice`` (:mod:`lungseg.quality`); None: when the weights carry a
+                calibrated quality model. It doubles the network's time per image.
             progress: show a progress bar (on a terminal).
 
         Raises:
@@ -307,6 +363,8 @@ class Segmenter:
         from tqdm import tqdm
 
         inputs = list(inputs)
+        if quality is None:
+            quality = self.quality_model is not None
         any_file = any(not isinstance(item, np.ndarray) for item in inputs)
         loader = DataLoader(
             _DecodeDataset(inputs, self),
@@ -317,24 +375,39 @@ class Segmenter:
         with tqdm(total=len(inputs), desc=desc, unit="img", disable=not progress) as bar:
             for items in loader:
                 good = [item for item in items if "failed" not in item]
-                logits = self.logits(torch.stack([i["input"] for i in good])) if good else []
-                results = iter(zip(good, logits, strict=True))
+                results = self._segment_decoded(good, postprocess, threshold, quality)
                 for item in items:
-                    if "failed" in item:
-                        if not skip_failed:
-                            raise item["failed"].error()
+                    if "failed" not in item:
+                        yield next(results)
+                    elif skip_failed:
                         yield item["failed"]
-                        continue
-                    _, image_logits = next(results)
-                    result = self.finish(
-                        self.probabilities_at(image_logits, item["size"]),
-                        item["meta"],
-                        postprocess=postprocess,
-                        threshold=threshold,
-                    )
-                    result.grey = item.get("grey")
-                    yield result
+                    else:
+                        raise item["failed"].error()
                 bar.update(len(items))
+
+    def _segment_decoded(
+        self,
+        items: list[dict[str, Any]],
+        postprocess: bool,
+        threshold: float | None,
+        quality: bool,
+    ) -> Iterator[Segmentation]:
+        """One network call (two with ``quality``) for decoded items, then :meth:`finish`."""
+        if not items:
+            return
+        batch = torch.stack([item["input"] for item in items])
+        logits = self.logits(batch)
+        second = zoomed_back(self.logits(zoomed_out(batch))) if quality else [None] * len(items)
+        for item, image_logits, tta_logits in zip(items, logits, second, strict=True):
+            result = self.finish(
+                self.probabilities_at(image_logits, item["size"]),
+                item["meta"],
+                postprocess=postprocess,
+                threshold=threshold,
+                network_logits=None if tta_logits is None else (image_logits[0], tta_logits[0]),
+            )
+            result.grey = item.get("grey")
+            yield result
 
     def predict_arrays(
         self, images: Sequence[np.ndarray], *, postprocess: bool = True
@@ -371,6 +444,6 @@ class Segmenter:
             (result,) = self.predict_many([image], batch_size=1, workers=0, postprocess=postprocess)
             return result  # type: ignore[return-value]
         pixels = as_grey_image(image)
-        batch = self.prepare(pixels)[None]
-        probabilities = self.probabilities_at(self.logits(batch)[0], pixels.shape[:2])
-        return self.finish(probabilities, meta, postprocess=postprocess)
+        item = {"input": self.prepare(pixels), "size": pixels.shape[:2], "meta": meta}
+        quality = self.quality_model is not None
+        return next(self._segment_decoded([item], postprocess, None, quality))

@@ -77,6 +77,17 @@ MIN_LUNG_FRACTION = 0.005
 # 8 to 62 border pixels: lungs cut by the image edge, whose area is then too small. Any contact
 # is flagged, so those 6 are "check" on purpose.
 MAX_BORDER_PIXELS = 0
+# Total lung area (both lungs, cm2) a frontal chest film can show once the pixel spacing is known.
+# Measured: the 138 Montgomery manual masks at their detector's 0.0875 mm pixels (4020x4892
+# films, so 0.687 x 0.836 mm at 512x512) span 149-599 cm2 (median 387), adults and teenagers.
+# Literature: total lung capacity grows by about 0.007 L per cm2 of planimetric PA + lateral
+# lung area (del Cid Garcia et al., Rev Invest Clin 1991; 43:61-7, TLC 1.9-7.2 L), so adults'
+# 2-9 L put the PA area (a bit over half the sum) at roughly 110-750 cm2; an AP or supine film
+# magnifies by up to ~1.2 (x1.44 in area), hence the 1000 cm2 ceiling. A newborn's lungs are about
+# 4 cm wide and 5-6 cm tall each, ~30 cm2 together (geometric estimate, no measured data here).
+# Kept wide on purpose, it catches a wrong spacing (a downsampled copy that kept the detector's
+# PixelSpacing, a resolution that is not physical), not an unusual patient.
+LUNG_AREA_CM2_RANGE = (25.0, 1000.0)
 CARDIOMEGALY_CTR = 0.5
 """A CTR above this on a PA film suggests an enlarged heart."""
 
@@ -102,6 +113,8 @@ class LungMeasurements:
             lung is missing.
         cardiomegaly: ``ctr > 0.5`` (AP and supine films enlarge the heart's shadow); None
             without a CTR.
+        estimated_dice: the Dice this mask is expected to score against a careful manual one
+            (:mod:`lungseg.quality`); None when the weights carry no calibrated quality model.
     """
 
     area_px: int
@@ -117,6 +130,7 @@ class LungMeasurements:
     heart_area_cm2: float | None = None
     ctr: float | None = None
     cardiomegaly: bool | None = None
+    estimated_dice: float | None = None
 
     def as_row(self) -> dict[str, object]:
         """The fields as a flat dict, in declaration order (the CSV/JSON column order)."""
@@ -213,8 +227,9 @@ def measure_lungs(
     Returns:
         The measurements; ``quality`` is ``"check"`` when the mask has no lung, not exactly two
         lung-sized components, a total area outside :data:`AREA_FRACTION_RANGE` of the image, a
-        right/left ratio outside :data:`RIGHT_LEFT_RATIO_RANGE` (or a side with no lung), or
-        lung on the image border.
+        right/left ratio outside :data:`RIGHT_LEFT_RATIO_RANGE` (or a side with no lung),
+        lung on the image border, or (with a pixel spacing) a total area in cm2 outside
+        :data:`LUNG_AREA_CM2_RANGE`, which says the spacing is wrong.
 
     Raises:
         ValueError: ``mask`` is not 2-D, or the spacing is not two positive finite numbers.
@@ -226,10 +241,11 @@ def measure_lungs(
     left = int(np.count_nonzero(labels == LEFT_LUNG))
     components, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
     sizes = np.bincount(components.ravel())[1:]
-    reasons = _implausibilities(mask, right, left, sizes)
 
     def cm2(pixels: int | None) -> float | None:
         return None if cm2_per_pixel is None or pixels is None else pixels * cm2_per_pixel
+
+    reasons = _implausibilities(mask, right, left, sizes, cm2(right + left))
 
     heart_px = ctr = cardiomegaly = None
     if heart is not None:
@@ -323,8 +339,13 @@ def _widest_run_centre(flags: np.ndarray, centre: float) -> float:
     return float(centres[widest])
 
 
-def _implausibilities(mask: np.ndarray, right: int, left: int, sizes: np.ndarray) -> list[str]:
-    """The reasons, in words, why a mask is unlike every manual mask; empty when it is plausible."""
+def _implausibilities(
+    mask: np.ndarray, right: int, left: int, sizes: np.ndarray, area_cm2: float | None = None
+) -> list[str]:
+    """The reasons, in words, why a mask is unlike every manual mask; empty when it is plausible.
+
+    ``area_cm2`` (the total, None without a pixel spacing) is checked against
+    :data:`LUNG_AREA_CM2_RANGE`."""
     if right + left == 0:
         return ["no lung found"]
     reasons = []
@@ -351,6 +372,13 @@ def _implausibilities(mask: np.ndarray, right: int, left: int, sizes: np.ndarray
     border = _border_pixels(mask)
     if border > MAX_BORDER_PIXELS:
         reasons.append(f"touches the image border ({border} border pixels)")
+    if area_cm2 is not None:
+        low, high = LUNG_AREA_CM2_RANGE
+        if not low <= area_cm2 <= high:
+            reasons.append(
+                f"lung area {area_cm2:.3g} cm2, outside any real chest's {low:.0f}-{high:.0f} "
+                "cm2: the pixel spacing is probably wrong"
+            )
     return reasons
 
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from lungseg.cli import (
+    UsageError,
     add_parser,
     add_runtime_options,
     check_inputs,
@@ -15,6 +16,7 @@ from lungseg.cli import (
     describe_runtime,
     non_negative_int,
     positive_int,
+    probability,
 )
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "archive; file names are kept either way)",
     )
     parser.add_argument(
+        "--min-quality",
+        type=probability,
+        metavar="Q",
+        help="write no mask whose estimated Dice is below Q (the row says why, status "
+        "'withheld'); needs weights with a calibrated quality model",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="redo images already done (by default skipped)"
     )
     parser.add_argument(
@@ -110,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
         args.weights, device=args.device, precision=args.precision, backend=args.backend
     )
     log.info("%s", describe_runtime(segmenter))
+    if args.min_quality is not None and segmenter.quality_model is None:
+        raise UsageError(
+            "--min-quality needs weights with a calibrated quality model (estimated_dice); "
+            "these have none (scripts/calibrate_quality.py adds one)"
+        )
     options = PredictOptions(
         batch_size=args.batch_size,
         workers=args.workers,
@@ -120,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         strict=args.strict,
         json_path=args.json,
         anonymize=args.anonymize,
+        min_quality=args.min_quality,
         progress=not args.quiet,
     )
     summary = predict(args.inputs, args.out, segmenter, options)
@@ -128,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{summary.segmented} image(s) segmented in {summary.seconds:.1f} s "
         f"({summary.images_per_second:.2f} img/s), {summary.skipped} already done, "
-        f"{summary.failed} failed; table: {summary.results}"
+        f"{summary.failed} failed"
+        + (f", {summary.withheld} withheld by --min-quality" if summary.withheld else "")
+        + f"; table: {summary.results}"
         + (f", JSON: {args.json}" if args.json else "")
     )
     if summary.failed:

@@ -21,9 +21,20 @@ Rules, in the order they are applied:
 * Colour (RGB, RGBA, palette) becomes grey by ITU-R 601 luminance; alpha is ignored.
 * Integers are divided by their bit depth's maximum (16-bit by 65535), so exposure differences
   between files survive; float TIFFs already in [0, 1] are kept, other floats are min-max scaled.
+* A file with the ``DICM`` marker at byte 128 is DICOM, whatever its 128-byte preamble holds
+  (pydicom's own ``CT_small.dcm`` has a preamble that begins with a TIFF header).
+* DICOM must hold a projection radiograph: a Modality or SOP class of another kind (CT, MR,
+  NM, PT, US, XA/RF, MG, RT objects, SEG...) is refused with the modality named
+  (:data:`ACCEPTED_MODALITIES`, :func:`_dicom_kind_problem`); a lateral or oblique view, a
+  missing, ``OT`` or non-standard Modality is read but noted in :attr:`ImageMeta.warnings`.
 * DICOM gets the Modality LUT (rescale slope/intercept), then the VOI LUT or window when the
-  file has one, then MONOCHROME1 is inverted, then min-max scaling; ``PixelSpacing`` (or
+  file has one, then the presentation: MONOCHROME1 or ``PresentationLUTShape`` INVERSE is
+  inverted (once, when both say so: the DX IOD pairs MONOCHROME1 with INVERSE), so bones are
+  bright as in MONOCHROME2; then min-max scaling. ``PixelSpacing`` (or
   ``ImagerPixelSpacing``) becomes :attr:`ImageMeta.pixel_spacing_mm`.
+* A PNG/TIFF resolution becomes a pixel spacing only when the image it describes is the size
+  of a radiograph (:data:`PLAUSIBLE_FILM_CM` on each side); a stated but implausible one (a
+  PNG saved at 300 dpi) is dropped with a note in :attr:`ImageMeta.warnings`.
 """
 
 from __future__ import annotations
@@ -75,10 +86,95 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
 recognised by content (see :func:`looks_like_dicom`)."""
 
 _LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
-_SCREEN_DPI = (72.0, 96.0)  # resolutions software writes by default: not a physical spacing
+# Resolutions software writes by default (screen 72/96 dpi, Pillow's 1 dpi for TIFF): they say
+# nothing physical and are dropped without a note.
+_DEFAULT_DPI = (1.0, 72.0, 96.0)
 # Radiograph pixels measure 0.05-0.2 mm at the detector and up to a few mm once downsampled;
 # a TIFF/PNG resolution outside this range (Pillow writes 1 dpi by default) is not physical.
 _PLAUSIBLE_SPACING_MM = (0.01, 5.0)
+
+PLAUSIBLE_FILM_CM = (10.0, 60.0)
+"""Physical height and width (cm) a PNG/TIFF resolution may give the image before it is taken
+as a pixel spacing. Chest films are 35x43 cm (14x17 in) or 43x43 cm for adults; the smallest
+cassette is 18x24 cm and a cropped neonatal chest is about 10 cm across; 60 cm leaves room for
+a large adult's film. A 512-pixel PNG saved at 300 dpi would be 4.3 cm wide: not a radiograph."""
+
+ACCEPTED_MODALITIES: tuple[str, ...] = ("CR", "DX", "DR", "RG", "OT")
+"""DICOM Modality values read as a chest radiograph: computed and digital radiography (``DR`` is
+not a DICOM code but some vendors write it), radiographic film (``RG``), and ``OT`` (other:
+scanned films, secondary captures), which is read with a note in :attr:`ImageMeta.warnings`, as
+is a missing Modality. The values of :data:`REFUSED_MODALITIES` are refused; any other
+(non-standard) value is read with a note."""
+
+REFUSED_MODALITIES: dict[str, str] = {
+    "CT": "computed tomography",
+    "MR": "magnetic resonance",
+    "NM": "nuclear medicine",
+    "PT": "positron emission tomography",
+    "US": "ultrasound",
+    "IVUS": "intravascular ultrasound",
+    "XA": "X-ray angiography",
+    "RF": "radiofluoroscopy",
+    "MG": "mammography",
+    "IO": "intra-oral radiography",
+    "PX": "panoramic dental radiography",
+    "DG": "diaphanography",
+    "BMD": "bone densitometry",
+    "BI": "biomagnetic imaging",
+    "TG": "thermography",
+    "RTIMAGE": "radiotherapy image",
+    "RTDOSE": "radiotherapy dose",
+    "RTSTRUCT": "radiotherapy structure set",
+    "RTPLAN": "radiotherapy plan",
+    "RTRECORD": "radiotherapy treatment record",
+    "RTSEGANN": "radiotherapy segment annotation",
+    "SEG": "segmentation",
+    "SR": "structured report",
+    "KO": "key object selection",
+    "PR": "presentation state",
+    "REG": "registration",
+    "RWV": "real world value map",
+    "FID": "fiducials",
+    "DOC": "document",
+    "ECG": "electrocardiography",
+    "HD": "haemodynamic waveform",
+    "EPS": "cardiac electrophysiology",
+    "ES": "endoscopy",
+    "XC": "external-camera photography",
+    "GM": "general microscopy",
+    "SM": "slide microscopy",
+    "OP": "ophthalmic photography",
+    "OPT": "ophthalmic tomography",
+    "OCT": "optical coherence tomography",
+    "IVOCT": "intravascular optical coherence tomography",
+    "LS": "laser surface scan",
+    "M3D": "3-D model",
+    "OSS": "optical surface scan",
+    "AU": "audio",
+}
+"""DICOM Modality values that are not a projection chest radiograph, with what they are."""
+
+# Image SOP classes that can hold a chest film; any other storage SOP class pydicom knows (CT,
+# MR, US, mammography, angiography, RT...) is refused even when its Modality says DX.
+_ACCEPTED_SOP_CLASSES = frozenset(
+    {
+        "ComputedRadiographyImageStorage",
+        "HardcopyGrayscaleImageStorage",  # retired: a printed film
+        "DigitalXRayImageStorageForPresentation",
+        "DigitalXRayImageStorageForProcessing",
+        "SecondaryCaptureImageStorage",
+        "MultiFrameSingleBitSecondaryCaptureImageStorage",
+        "MultiFrameGrayscaleByteSecondaryCaptureImageStorage",
+        "MultiFrameGrayscaleWordSecondaryCaptureImageStorage",
+        "MultiFrameTrueColorSecondaryCaptureImageStorage",
+    }
+)
+_VIEWS = {"LL": "lateral", "RL": "lateral", "LLO": "oblique", "RLO": "oblique"}
+NOT_FRONTAL = "lungseg is trained on frontal films"
+"""Ends the warning of a lateral or oblique film (:attr:`ImageMeta.warnings`): such a mask is
+flagged "check"."""
+_LATERAL_WORDS = re.compile(r"\bLAT(ERAL)?\b", re.IGNORECASE)
+_FRONTAL_WORDS = re.compile(r"\b(PA|AP|FRONTAL|POSTERO-?ANTERIOR|ANTERO-?POSTERIOR)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -92,8 +188,16 @@ class ImageMeta:
         bit_depth: bits per sample as stored (8, 16, 12 for many DICOMs, 32 for float).
         pixel_spacing_mm: (row, column) spacing in millimetres when the file states a physical
             one (DICOM PixelSpacing/ImagerPixelSpacing; a TIFF/PNG resolution in real units
-            that is not a 72/96 dpi screen default and gives 0.01-5 mm pixels); else ``None``.
+            that is not a 1/72/96 dpi software default, gives 0.01-5 mm pixels and an image
+            of :data:`PLAUSIBLE_FILM_CM` on each side); else ``None``.
         source_format: ``"png"``, ``"jpeg"``, ``"tiff"``, ``"bmp"`` or ``"dicom"``.
+        warnings: what the caller should show beside the result, in words: a lateral or oblique
+            DICOM view, a missing/``OT``/non-standard Modality, a PNG/TIFF resolution dropped as
+            implausible for a radiograph. Empty when there is nothing to say.
+        modality: DICOM Modality as stated (``"DX"``, ``"CR"``...; ``""`` when the attribute is
+            missing or empty); None for other formats.
+        view_position: DICOM ViewPosition as stated (``"PA"``, ``"AP"``, ``"LL"``...; ``""``
+            when missing); None for other formats.
     """
 
     path: str
@@ -102,6 +206,9 @@ class ImageMeta:
     bit_depth: int
     pixel_spacing_mm: tuple[float, float] | None
     source_format: str
+    warnings: tuple[str, ...] = ()
+    modality: str | None = None
+    view_position: str | None = None
 
 
 @dataclass
@@ -131,7 +238,8 @@ def read_image(
 
     Raises:
         InvalidInputError: the file is missing, empty, truncated, not an image, too small or
-            too large; the message names the file and the reason.
+            too large, or a DICOM object that is not a chest radiograph (CT, MR, US...,
+            see :data:`REFUSED_MODALITIES`); the message names the file and the reason.
     """
     path = Path(path)
     with _open_file(path) as stream:
@@ -177,14 +285,15 @@ def read_grey_levels(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) 
     """Read an image's grey levels as stored: float32 (H, W), not rescaled to [0, 1].
 
     Colour becomes grey and DICOM gets its LUTs as in :func:`read_image`, but no white level
-    is applied; masks are read this way (see :func:`lungseg.data.masks.read_mask_values`).
+    is applied; masks are read this way (see :func:`lungseg.data.masks.read_mask_values`), so
+    the DICOM Modality is not checked (a mask may be stored as ``SEG`` or ``OT``).
 
     Raises:
-        InvalidInputError: as :func:`read_image`.
+        InvalidInputError: as :func:`read_image`, except for the Modality check.
     """
     path = Path(path)
     with _open_file(path) as stream:
-        return _decode(stream, str(path), max_pixels=max_pixels).values
+        return _decode(stream, str(path), max_pixels=max_pixels, radiograph=False).values
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -296,6 +405,8 @@ def _open_file(path: Path) -> BinaryIO:
 
 
 def _sniff(head: bytes) -> str | None:
+    if head[128:132] == b"DICM":  # before the others: a DICOM preamble may hold any header
+        return "dicom"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -309,8 +420,12 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _decode(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool = True) -> _Grey:
-    """Sniff the format and decode (or, with ``pixels=False``, only read the header)."""
+def _decode(
+    stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool = True, radiograph: bool = True
+) -> _Grey:
+    """Sniff the format and decode (or, with ``pixels=False``, only read the header).
+
+    ``radiograph=False`` skips the DICOM Modality/SOP class check (for masks)."""
     head = stream.read(132)
     stream.seek(0)
     source_format = _sniff(head)
@@ -319,7 +434,9 @@ def _decode(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool = True
             name, "not a supported image (expected PNG, JPEG, TIFF, BMP or DICOM content)"
         )
     if source_format == "dicom":
-        return _decode_dicom(stream, name, max_pixels=max_pixels, pixels=pixels)
+        return _decode_dicom(
+            stream, name, max_pixels=max_pixels, pixels=pixels, radiograph=radiograph
+        )
     if source_format == "tiff":
         try:
             return _decode_tifffile(stream, name, max_pixels=max_pixels, pixels=pixels)
@@ -377,15 +494,33 @@ def _float_full_scale(values: np.ndarray, name: str) -> float | None:
     return 1.0 if values.min() >= 0.0 and values.max() <= 1.0 else None
 
 
-def _spacing_from_dpi(dpi_x: float, dpi_y: float) -> tuple[float, float] | None:
-    """(row, col) mm spacing from a resolution, unless absent, a screen default or implausible."""
-    if dpi_x <= 0 or dpi_y <= 0:
-        return None
-    if any(abs(dpi_x - d) < 0.5 and abs(dpi_y - d) < 0.5 for d in _SCREEN_DPI):
-        return None
+def _spacing_from_dpi(
+    dpi_x: float, dpi_y: float, height: int, width: int, source_format: str
+) -> tuple[tuple[float, float] | None, tuple[str, ...]]:
+    """(row, col) mm spacing from a resolution, and the warnings about it.
+
+    None without a note when the resolution is absent, not positive or a software default
+    (:data:`_DEFAULT_DPI`); None with a note when it would make the image smaller or larger
+    than a radiograph (:data:`PLAUSIBLE_FILM_CM`) or its pixels implausible.
+    """
+    if not (0 < dpi_x < math.inf and 0 < dpi_y < math.inf):  # NaN fails too
+        return None, ()
+    if any(abs(dpi_x - d) < 0.5 and abs(dpi_y - d) < 0.5 for d in _DEFAULT_DPI):
+        return None, ()
     spacing = (25.4 / dpi_y, 25.4 / dpi_x)
-    low, high = _PLAUSIBLE_SPACING_MM
-    return spacing if all(low <= mm <= high for mm in spacing) else None
+    width_cm, height_cm = width * spacing[1] / 10, height * spacing[0] / 10
+    low_mm, high_mm = _PLAUSIBLE_SPACING_MM
+    low_cm, high_cm = PLAUSIBLE_FILM_CM
+    if all(low_mm <= mm <= high_mm for mm in spacing) and all(
+        low_cm <= cm <= high_cm for cm in (width_cm, height_cm)
+    ):
+        return spacing, ()
+    stated = f"{dpi_x:.4g} dpi" if abs(dpi_x - dpi_y) < 0.5 else f"{dpi_x:.4g}x{dpi_y:.4g} dpi"
+    return None, (
+        f"{source_format.upper()} resolution {stated} would make the image {width_cm:.3g} x "
+        f"{height_cm:.3g} cm (WxH), not a radiograph's {low_cm:.0f}-{high_cm:.0f} cm: "
+        "pixel spacing ignored, areas in pixels only",
+    )
 
 
 # --- images in memory: arrays, tensors, PIL images -------------------------------------------
@@ -481,12 +616,16 @@ def _decode_pillow(
             ) from None
         with image:
             _check_size(name, image.height, image.width, max_pixels)
-            spacing = None
+            spacing, notes = None, ()
             if source_format in ("png", "tiff") and "dpi" in image.info:
                 dpi_x, dpi_y = (float(v) for v in image.info["dpi"])
-                spacing = _spacing_from_dpi(dpi_x, dpi_y)
+                spacing, notes = _spacing_from_dpi(
+                    dpi_x, dpi_y, image.height, image.width, source_format
+                )
             bit_depth = _PILLOW_BIT_DEPTH.get(image.mode, 8)
-            meta = ImageMeta(name, image.height, image.width, bit_depth, spacing, source_format)
+            meta = ImageMeta(
+                name, image.height, image.width, bit_depth, spacing, source_format, notes
+            )
             if not pixels:
                 return _Grey(meta)
             try:
@@ -548,8 +687,8 @@ def _decode_tifffile(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bo
         _check_size(name, height, width, max_pixels)
         if photometric not in (0, 1, 2) or bit_depth < 1:  # MINISWHITE, MINISBLACK, RGB
             raise _NotForTifffile(f"photometric {photometric}, {bit_depth} bits per sample")
-        spacing = _tiff_spacing(page)
-        meta = ImageMeta(name, height, width, bit_depth, spacing, "tiff")
+        spacing, notes = _tiff_spacing(page, height, width)
+        meta = ImageMeta(name, height, width, bit_depth, spacing, "tiff", notes)
         if not pixels:
             return _Grey(meta)
         try:
@@ -577,26 +716,30 @@ def _decode_tifffile(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bo
     return _Grey(meta, values, full_scale)
 
 
-def _tiff_spacing(page) -> tuple[float, float] | None:
+def _tiff_spacing(
+    page, height: int, width: int
+) -> tuple[tuple[float, float] | None, tuple[str, ...]]:
     tags = page.tags
     unit = tags.get("ResolutionUnit")
     x_res, y_res = tags.get("XResolution"), tags.get("YResolution")
     if unit is None or x_res is None or y_res is None:
-        return None
+        return None, ()
     try:
         per_inch = {2: 1.0, 3: 2.54}.get(int(unit.value))  # INCH, CENTIMETER; NONE is no unit
         (xn, xd), (yn, yd) = x_res.value, y_res.value
     except (TypeError, ValueError):  # a tag of the wrong type or count: no usable resolution
-        return None
+        return None, ()
     if per_inch is None or not xd or not yd:
-        return None
-    return _spacing_from_dpi(xn / xd * per_inch, yn / yd * per_inch)
+        return None, ()
+    return _spacing_from_dpi(xn / xd * per_inch, yn / yd * per_inch, height, width, "tiff")
 
 
 # --- pydicom: DICOM ---------------------------------------------------------------------------
 
 
-def _decode_dicom(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool) -> _Grey:
+def _decode_dicom(
+    stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool, radiograph: bool = True
+) -> _Grey:
     import pydicom
     from pydicom.uid import UID
 
@@ -620,9 +763,24 @@ def _decode_dicom(stream: BinaryIO, name: str, *, max_pixels: int, pixels: bool)
     height, width = _dicom_int(ds, "Rows"), _dicom_int(ds, "Columns")
     if height is None or width is None:
         raise InvalidInputError(name, "DICOM file lacks valid Rows/Columns")
+    modality, view = _dicom_text(ds, "Modality").upper(), _dicom_text(ds, "ViewPosition").upper()
+    if radiograph:
+        problem = _dicom_kind_problem(ds, modality)
+        if problem:
+            raise InvalidInputError(name, problem)
     _check_size(name, height, width, max_pixels)
     bit_depth = _dicom_int(ds, "BitsStored") or _dicom_int(ds, "BitsAllocated") or 16
-    meta = ImageMeta(name, height, width, bit_depth, _dicom_spacing(ds), "dicom")
+    meta = ImageMeta(
+        name,
+        height,
+        width,
+        bit_depth,
+        _dicom_spacing(ds),
+        "dicom",
+        _dicom_notes(ds, modality, view) if radiograph else (),
+        modality,
+        view,
+    )
     if not pixels:
         return _Grey(meta)
     return _Grey(meta, _dicom_grey(ds, name))
@@ -650,9 +808,78 @@ def _dicom_grey(ds, name: str) -> np.ndarray:
     except Exception as err:  # malformed LUT or window attributes
         raise InvalidInputError(name, f"invalid DICOM LUT or window ({_why(err)})") from None
     values = np.asarray(values, dtype=np.float32)
-    if _dicom_get(ds, "PhotometricInterpretation") == "MONOCHROME1":  # high values are dark
+    # Presentation, after the VOI LUT: MONOCHROME1 (high values are dark) and a Presentation
+    # LUT Shape INVERSE each mean "invert for display". The DX IOD requires INVERSE with
+    # MONOCHROME1 (PS3.3 C.8.11.6.1): both state the same inversion, applied once, so every
+    # file ends up as MONOCHROME2 shows it (bones bright, lungs dark).
+    inverse = _dicom_text(ds, "PresentationLUTShape").upper() == "INVERSE"
+    if _dicom_text(ds, "PhotometricInterpretation").upper() == "MONOCHROME1" or inverse:
         values = values.max() + values.min() - values
     return values
+
+
+def _dicom_text(ds, keyword: str) -> str:
+    """A text attribute stripped, ``""`` when absent, empty, unreadable or not one string."""
+    value = _dicom_get(ds, keyword)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _dicom_kind_problem(ds, modality: str) -> str | None:
+    """Why a DICOM object is not a chest radiograph, naming its Modality; None if it is."""
+    from pydicom.uid import UID
+
+    wanted = "lungseg segments frontal chest X-rays (Modality CR or DX)"
+    if modality in REFUSED_MODALITIES:
+        return (
+            f"DICOM Modality {modality} ({REFUSED_MODALITIES[modality]}) is not a chest "
+            f"radiograph; {wanted}"
+        )
+    sop_class = _dicom_get(ds, "SOPClassUID") or _dicom_get(
+        getattr(ds, "file_meta", {}), "MediaStorageSOPClassUID"
+    )
+    if isinstance(sop_class, str) and sop_class:
+        uid = UID(sop_class)
+        keyword = uid.keyword  # "" for a UID pydicom does not know (private classes)
+        if "Storage" in keyword and keyword not in _ACCEPTED_SOP_CLASSES:
+            stated = f"Modality {modality}" if modality else "no Modality"
+            return f"DICOM SOP class {uid.name} ({stated}) is not a chest radiograph; {wanted}"
+    return None
+
+
+def _dicom_notes(ds, modality: str, view: str) -> tuple[str, ...]:
+    """Warnings about a DICOM radiograph that is read: an unusual Modality, a non-frontal view."""
+    notes = []
+    if not modality:
+        notes.append("DICOM Modality missing: read as a radiograph")
+    elif modality == "OT":
+        notes.append("DICOM Modality OT (other): read as a radiograph")
+    elif modality not in ACCEPTED_MODALITIES:
+        notes.append(f"DICOM Modality {modality} is not a standard code: read as a radiograph")
+    if view in _VIEWS:
+        notes.append(f"{_VIEWS[view]} view (ViewPosition {view}): {NOT_FRONTAL}")
+    elif not view:  # no ViewPosition: the coded view or the series description may say
+        for source, text in _dicom_view_texts(ds):
+            if _LATERAL_WORDS.search(text) and not _FRONTAL_WORDS.search(text):
+                notes.append(f"lateral view ({source} '{text}'): {NOT_FRONTAL}")
+                break
+    return tuple(notes)
+
+
+def _dicom_view_texts(ds) -> list[tuple[str, str]]:
+    """The free texts that describe this image's view: the coded view's meaning, the series
+    description (a study description covers every film of a PA + lateral study: not used)."""
+    texts = []
+    views = _dicom_get(ds, "ViewCodeSequence")
+    try:
+        meaning = _dicom_text(views[0], "CodeMeaning") if views else ""
+    except (TypeError, IndexError, KeyError):
+        meaning = ""
+    if meaning:
+        texts.append(("ViewCodeSequence", meaning))
+    description = _dicom_text(ds, "SeriesDescription")
+    if description:
+        texts.append(("SeriesDescription", description))
+    return texts
 
 
 def _dicom_get(ds, keyword: str):

@@ -50,12 +50,14 @@ COLUMNS = (
     "height",
     "pixel_spacing_row_mm",
     "pixel_spacing_col_mm",
+    "warnings",
     *(field.name for field in dataclasses.fields(LungMeasurements)),
 )
-"""results.csv columns, in this order, one row per input in input order (sorted by output
-name). ``right``/``left`` are the PATIENT's sides (right lung = image left). Areas in cm2 are
-rounded to 0.01 cm2 and empty when the file states no pixel spacing; the spacing is the
-file's (row, column) spacing in mm."""
+"""results.csv columns, in this order, one row per input in input order. ``right``/``left``
+are the PATIENT's sides (right lung = image left). Areas in cm2 are rounded to 0.01 cm2 and
+empty when the file states no pixel spacing; the spacing is the file's (row, column) spacing
+in mm. ``warnings`` holds what the reader noticed about the file (a lateral view, an unusual
+DICOM Modality, a resolution dropped as implausible), joined by "; "."""
 
 
 def columns(anonymize: bool = False) -> tuple[str, ...]:

@@ -41,6 +41,9 @@ from lungseg.predict.outputs import (
 
 log = logging.getLogger(__name__)
 
+WITHHELD = "withheld"
+"""Status of a row whose mask ``--min-quality`` kept back."""
+
 
 @dataclass
 class PredictOptions:
@@ -57,6 +60,8 @@ class PredictOptions:
     """Also write the table and a summary as JSON here (``--json PATH``)."""
     anonymize: bool = False
     """Leave the DICOM UIDs and PatientID out of the table (``--anonymize``)."""
+    min_quality: float | None = None
+    """Write no mask whose estimated Dice is below this (``--min-quality``); the row says why."""
     progress: bool = True
 
 
@@ -72,6 +77,8 @@ class PredictSummary:
     seconds: float
     results: Path | None
     errors: list[str] = field(default_factory=list)
+    withheld: int = 0
+    """Rows whose mask ``--min-quality`` kept back (rank 0: of the merged table)."""
 
     @property
     def images_per_second(self) -> float:
@@ -153,6 +160,7 @@ def _predict(
     barrier(dist)
     results = None
     errors: list[str] = []
+    withheld = 0
     if dist.is_main:
         rows = collect_rows(out_dir, images)
         if not options.anonymize:
@@ -160,7 +168,8 @@ def _predict(
         summary = {
             "images": len(images),
             "ok": sum(row["status"] == "ok" for row in rows),
-            "failed": sum(row["status"] != "ok" for row in rows),
+            "withheld": sum(row["status"] == WITHHELD for row in rows),
+            "failed": sum(row["status"] == "error" for row in rows),
             "model": segmenter.info.model_config.get("name"),
             "lungseg_version": segmenter.info.lungseg_version,
             "threshold": segmenter.threshold,
@@ -168,9 +177,9 @@ def _predict(
             "anonymized": options.anonymize,
         }
         results = write_results(out_dir, rows, summary, options.json_path, options.anonymize)
-        failed = summary["failed"]
-        errors = [row["error"] for row in rows if row["status"] != "ok"]
-    return PredictSummary(len(mine), segmented, skipped, failed, seconds, results, errors)
+        failed, withheld = summary["failed"], summary["withheld"]
+        errors = [row["error"] for row in rows if row["status"] == "error"]
+    return PredictSummary(len(mine), segmented, skipped, failed, seconds, results, errors, withheld)
 
 
 def run_columns(segmenter: Segmenter, options: PredictOptions) -> dict[str, Any]:
@@ -261,6 +270,53 @@ def _write_one(
 ) -> None:
     meta = result.meta
     assert meta is not None and result.grey is not None  # a file input states both
+    estimate = result.measurements.estimated_dice
+    withheld = options.min_quality is not None and estimate is not None
+    withheld = withheld and estimate < options.min_quality  # type: ignore[operator]
+    if not withheld:
+        _write_images(out_dir, image, result, segmenter, options)
+    spacing = meta.pixel_spacing_mm or (None, None)
+    row: dict[str, Any] = {
+        "file": str(image.path),
+        "name": image.name,
+        "status": WITHHELD if withheld else "ok",
+        "error": f"estimated Dice {estimate:.3f} is below --min-quality {options.min_quality}: "
+        "no mask written"
+        if withheld
+        else None,
+        **run,
+    }
+    if not options.anonymize:
+        row.update(
+            dicom_ids(image.path)
+            if meta.source_format == "dicom"
+            else dict.fromkeys(DICOM_COLUMNS, "")
+        )
+    row.update(
+        width=meta.width,
+        height=meta.height,
+        pixel_spacing_row_mm=spacing[0],
+        pixel_spacing_col_mm=spacing[1],
+        warnings="; ".join(meta.warnings),
+    )
+    measurements = result.measurements.as_row()
+    for column, value in measurements.items():  # areas to 0.01 cm2, in the JSON too
+        if column.endswith("_cm2") and value is not None:
+            measurements[column] = round(value, 2)
+    row.update(measurements)
+    record_row(out_dir, image, row)
+
+
+def _write_images(
+    out_dir: Path,
+    image: InputImage,
+    result: Segmentation,
+    segmenter: Segmenter,
+    options: PredictOptions,
+) -> None:
+    """The mask, heart, overlay (and probabilities, DICOM SEG) PNGs of one image."""
+    meta = result.meta
+    assert meta is not None and result.grey is not None
     write_png(output_path(out_dir, image, "mask"), result.mask.astype(np.uint8) * 255)
     if result.heart is not None:
         write_png(output_path(out_dir, image, "heart"), result.heart.astype(np.uint8) * 255)
@@ -280,29 +336,3 @@ def _write_one(
             model_version=segmenter.info.lungseg_version,
             heart=result.heart,
         )
-    spacing = meta.pixel_spacing_mm or (None, None)
-    row: dict[str, Any] = {
-        "file": str(image.path),
-        "name": image.name,
-        "status": "ok",
-        "error": None,
-        **run,
-    }
-    if not options.anonymize:
-        row.update(
-            dicom_ids(image.path)
-            if meta.source_format == "dicom"
-            else dict.fromkeys(DICOM_COLUMNS, "")
-        )
-    row.update(
-        width=meta.width,
-        height=meta.height,
-        pixel_spacing_row_mm=spacing[0],
-        pixel_spacing_col_mm=spacing[1],
-    )
-    measurements = result.measurements.as_row()
-    for column, value in measurements.items():  # areas to 0.01 cm2, in the JSON too
-        if column.endswith("_cm2") and value is not None:
-            measurements[column] = round(value, 2)
-    row.update(measurements)
-    record_row(out_dir, image, row)

@@ -76,6 +76,17 @@ class ImageInfo(BaseModel):
     pixel_spacing_mm: tuple[float, float] | None = Field(
         description="(row, column) mm per pixel when the file states it (DICOM), else null"
     )
+    modality: str | None = Field(
+        default=None, description='DICOM Modality as stated ("" when missing); null otherwise'
+    )
+    view_position: str | None = Field(
+        default=None, description="DICOM ViewPosition as stated; null for other formats"
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what to know about the file: a lateral/oblique view (the mask is then "
+        "'check'), an unusual Modality, a resolution dropped as implausible for a radiograph",
+    )
 
 
 class LungAreas(BaseModel):
@@ -90,6 +101,11 @@ class LungAreas(BaseModel):
     components: int = Field(description="connected regions of the mask")
     quality: Literal["ok", "check"]
     reason: str = Field(description="why the mask looks implausible; empty when ok")
+    estimated_dice: float | None = Field(
+        None,
+        description="the Dice this mask is expected to score against a careful manual one "
+        "(0..1); null when the weights carry no calibrated quality model",
+    )
 
 
 class CtrExtents(BaseModel):
@@ -141,6 +157,11 @@ class ModelInfo(BaseModel):
     input_size: tuple[int, int]
     labels: tuple[str, ...] = Field(description="the weights' output channels, in order")
     has_heart: bool = Field(description="the model segments the heart: a 'heart' channel")
+    quality_threshold: float | None = Field(
+        default=None,
+        description="masks whose estimated Dice is below this are 'check'; null when the "
+        "weights carry no calibrated quality model",
+    )
 
 
 class ResultLinks(BaseModel):
@@ -400,6 +421,7 @@ def _model_info(card: dict[str, Any], info: WeightsInfo) -> ModelInfo:
         input_size=tuple(info.image_size),
         labels=tuple(info.labels),
         has_heart="heart" in info.labels,
+        quality_threshold=(info.extra.get("quality_model") or {}).get("threshold"),
     )
 
 
@@ -487,24 +509,50 @@ async def result_png(service: Service, result_id: str, view: str) -> Response:
 
 @router.get("/docs", include_in_schema=False)
 async def docs(request: Request) -> HTMLResponse:
-    """Swagger UI from the swagger-ui-bundle package (:func:`_mount_docs_assets`)."""
+    """Swagger UI 5 from the fastapi-offline package's files (:func:`_mount_docs_assets`)."""
+    root = request.scope.get("root_path", "")
     return get_swagger_ui_html(
-        openapi_url=request.app.openapi_url or "/openapi.json",
+        openapi_url=root + (request.app.openapi_url or "/openapi.json"),
         title="lungseg API",
-        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-        swagger_css_url="/docs-assets/swagger-ui.css",
-        swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
     )
 
 
-def _mount_docs_assets(app: FastAPI) -> None:
-    """Swagger UI's files at ``/docs-assets`` from the swagger-ui-bundle package, so ``/docs``
-    works offline (a hospital network often has no internet), as FastAPI's guide to
-    self-hosting them shows."""
-    from fastapi.staticfiles import StaticFiles
-    from swagger_ui_bundle import swagger_ui_path
+DOCS_ASSETS_URL = "/docs-assets"
+"""Where Swagger UI's own files are served, for ``/docs``."""
 
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+def docs_assets_folder() -> Path:
+    """The folder of Swagger UI 5's files (``swagger-ui-bundle.js``, ``swagger-ui.css``), as the
+    fastapi-offline package ships them.
+
+    FastAPI emits an OpenAPI 3.1 schema, which Swagger UI 4 (the swagger-ui-bundle package)
+    cannot read ("Unable to render this definition"); fastapi-offline bundles Swagger UI 5.
+
+    Raises:
+        RuntimeError: fastapi-offline is not installed, or lacks the files.
+    """
+    try:
+        folder = Path(str(resources.files("fastapi_offline").joinpath("static")))
+    except ModuleNotFoundError:
+        raise RuntimeError(
+            "lungseg serve needs the fastapi-offline package for /docs: "
+            "pip install 'lungseg[serve]'"
+        ) from None
+    missing = [f for f in ("swagger-ui-bundle.js", "swagger-ui.css") if not (folder / f).is_file()]
+    if missing:
+        raise RuntimeError(f"fastapi-offline has no {', '.join(missing)} in {folder}")
+    return folder
+
+
+def _mount_docs_assets(app: FastAPI) -> None:
+    """Swagger UI's files at :data:`DOCS_ASSETS_URL`, so ``/docs`` works offline (a hospital
+    network often has no internet), as FastAPI's guide to self-hosting them shows."""
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=docs_assets_folder()), name="docs-assets")
 
 
 # --- the segment route's steps ------------------------------------------------------------------
@@ -635,6 +683,9 @@ def _image_info(meta: ImageMeta) -> ImageInfo:
         format=meta.source_format,
         bit_depth=meta.bit_depth,
         pixel_spacing_mm=meta.pixel_spacing_mm,
+        modality=meta.modality,
+        view_position=meta.view_position,
+        warnings=list(meta.warnings),
     )
 
 

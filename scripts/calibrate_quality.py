@@ -1,0 +1,64 @@
+"""Fit the quality estimate of a weights file on VALIDATION images and store it in its header.
+
+    .venv/bin/python scripts/calibrate_quality.py src/lungseg/weights/lungseg_cxr.safetensors \
+        --data ../shared/data --split ../shared/data/splits/multi_source.json
+
+Scores the val subset clean and in two degraded copies each (noise, extreme contrast,
+occlusion, low resolution, crop; :mod:`lungseg.data.degrade`), fits
+:class:`lungseg.quality.QualityModel` (linear, on the signals of :mod:`lungseg.quality`) to the
+true Dice, picks the "check" threshold that flags 90% of the failed masks (Dice < 0.85), and
+rewrites the weights file with ``extra["quality_model"]`` (atomically, same tensors, same
+dtype). The test subsets are never used here: ``benchmarks/quality.py`` reports on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file, save
+
+from lungseg.atomic import atomic_write_bytes
+from lungseg.data.degrade import DEGRADATIONS
+from lungseg.data.discovery import discover, load_split, select
+from lungseg.evaluate import quality_records
+from lungseg.inference import Segmenter
+from lungseg.quality import QualityModel
+from lungseg.weights import load_weights
+
+PER_IMAGE = 2  # degraded copies per val image, besides the clean one
+SEED = 20261202
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("weights", type=Path)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--split", type=Path, help="default: DATA/splits/multi_source.json")
+    args = parser.parse_args()
+    split_path = args.split or args.data / "splits" / "multi_source.json"
+    val = select(discover(args.data).pairs, load_split(split_path), "val")
+
+    segmenter = Segmenter.from_pretrained(args.weights)
+    records = quality_records(
+        segmenter, val, degradations=tuple(DEGRADATIONS), per_image=PER_IMAGE, seed=SEED
+    )
+    model = QualityModel.fit(
+        records,
+        [r["dice"] for r in records],
+        fitted_on=f"val of {split_path.name}: {len(val)} images clean + {PER_IMAGE} degraded "
+        f"copies each ({', '.join(DEGRADATIONS)}), seed {SEED}",
+    )
+    _, info = load_weights(args.weights)
+    info.extra["quality_model"] = model.to_dict()
+    state = load_file(str(args.weights))  # the stored tensors, dtype unchanged
+    atomic_write_bytes(args.weights, save(state, metadata=info.to_metadata()))
+    failed = sum(r["dice"] < 0.85 for r in records)
+    print(json.dumps(model.to_dict(), indent=2))
+    print(f"{len(records)} val masks, {failed} failed (Dice < 0.85); wrote {args.weights}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""How good is this mask? A per-image estimate of the Dice a careful manual mask would give it.
+
+A segmentation that is wrong but says "ok" is worse than none, so every mask carries
+``estimated_dice``, predicted from signals the model already has, and a mask below the
+threshold chosen on validation is flagged ``check``. The signals (:func:`quality_signals`):
+
+* ``tta_dice``: agreement between the mask and the mask of a second pass on the same X-ray
+  zoomed out by 10% (mapped back). A network that knows the anatomy answers the same; one that
+  guesses (noise, an occlusion, a film unlike its training data) moves its border.
+* ``uncertain``: the share of the mask's area where the probability is between 0.1 and 0.9,
+  i.e. how wide the blurry border is compared with the lungs.
+* ``postprocess_change``: ``1 - Dice(raw mask, post-processed mask)``: how much debris the
+  post-processing had to remove or how many holes it had to fill.
+* ``implausible``: 1 when :func:`lungseg.measure.measure_lungs` finds the shape unlike any
+  manual mask (not two lungs, area or side ratio out of range, touching the border).
+
+:class:`QualityModel` maps them to an estimate with a linear model whose coefficients, and the
+"check" threshold, are fitted on VALIDATION images (clean and degraded copies) by
+``scripts/calibrate_quality.py`` and stored in the weights' header; ``benchmarks/quality.py``
+reports how well it ranks and flags masks on the test subsets. The second pass doubles the
+network time per image (the speed tables say what it costs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["SIGNALS", "QualityModel", "quality_signals", "zoomed_out"]
+
+SIGNALS = ("tta_dice", "uncertain", "postprocess_change", "implausible")
+TTA_ZOOM = 0.9  # the second pass sees the image at 90% of its size, centred, borders replicated
+
+
+def _zoom_grid(batch: torch.Tensor, zoom: float) -> torch.Tensor:
+    """A sampling grid that shows ``batch`` scaled by ``zoom`` about its centre."""
+    theta = torch.tensor([[1.0 / zoom, 0.0, 0.0], [0.0, 1.0 / zoom, 0.0]], dtype=batch.dtype)
+    theta = theta.to(batch.device).expand(batch.shape[0], 2, 3)
+    return F.affine_grid(theta, list(batch.shape), align_corners=False)
+
+
+def zoomed_out(batch: torch.Tensor, zoom: float = TTA_ZOOM) -> torch.Tensor:
+    """The network inputs ``(B, C, h, w)`` shrunk to ``zoom`` of their size, centred."""
+    grid = _zoom_grid(batch, zoom)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def zoomed_back(logits: torch.Tensor, zoom: float = TTA_ZOOM) -> torch.Tensor:
+    """Logits of a :func:`zoomed_out` input mapped back onto the original input's grid."""
+    return zoomed_out(logits, 1.0 / zoom)
+
+
+def quality_signals(
+    logits: torch.Tensor,
+    tta_logits: torch.Tensor,
+    raw_mask: np.ndarray,
+    mask: np.ndarray,
+    implausible: bool,
+) -> dict[str, float]:
+    """The signals of one image (see the module docstring).
+
+    Args:
+        logits: the image's lung logits at the network's size, ``(h, w)``.
+        tta_logits: those of the zoomed-out pass, already mapped back (:func:`zoomed_back`).
+        raw_mask, mask: the thresholded mask at the original size, before and after
+            post-processing.
+        implausible: whether the measurements found the mask implausible.
+    """
+    first, second = logits > 0, tta_logits > 0
+    prob = torch.sigmoid(logits)
+    area = max(int(first.sum()), 1)
+    return {
+        "tta_dice": _dice(first.cpu().numpy(), second.cpu().numpy()),
+        "uncertain": float(((prob > 0.1) & (prob < 0.9)).sum()) / area,
+        "postprocess_change": 1.0 - _dice(raw_mask, mask),
+        "implausible": float(implausible),
+    }
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
+
+
+@dataclass(frozen=True)
+class QualityModel:
+    """``estimated_dice = clip(intercept + coef . signals, 0, 1)``, and the "check" cut.
+
+    Attributes:
+        coef: one weight per name in :data:`SIGNALS`.
+        intercept: the constant term.
+        threshold: masks estimated below it are flagged ``check``.
+        fitted_on: what the calibration saw (for the model card).
+    """
+
+    coef: tuple[float, ...]
+    intercept: float
+    threshold: float
+    fitted_on: str = ""
+
+    def estimate(self, signals: dict[str, float]) -> float:
+        value = self.intercept + sum(
+            w * signals[name] for w, name in zip(self.coef, SIGNALS, strict=True)
+        )
+        return float(np.clip(value, 0.0, 1.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "signals": list(SIGNALS),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+            "threshold": self.threshold,
+            "fitted_on": self.fitted_on,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> QualityModel:
+        if list(values.get("signals", [])) != list(SIGNALS):
+            raise ValueError(f"quality model for signals {values.get('signals')}, not {SIGNALS}")
+        return cls(
+            tuple(float(c) for c in values["coef"]),
+            float(values["intercept"]),
+            float(values["threshold"]),
+            str(values.get("fitted_on", "")),
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        signals: list[dict[str, float]],
+        dice: list[float],
+        *,
+        failed_below: float = 0.85,
+        fitted_on: str = "",
+    ) -> QualityModel:
+        """Least squares on (signals, true Dice); the threshold flags failed masks first.
+
+        The threshold is the lowest that flags at least 90% of the failed masks
+        (``Dice < failed_below``): of all thresholds that catch them, it flags the fewest good
+        masks (``Dice >= good_from``). A wrong mask that says "ok" is the costly error, so the
+        share of good masks flagged is reported, not traded against it.
+        """
+        x = np.array([[row[name] for name in SIGNALS] for row in signals], dtype=np.float64)
+        y = np.asarray(dice, dtype=np.float64)
+        design = np.hstack([np.ones((len(x), 1)), x])
+        solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+        model = cls(tuple(solution[1:]), float(solution[0]), 0.0, fitted_on)
+        estimates = np.array([model.estimate(row) for row in signals])
+        failed = y < failed_below
+        threshold = 0.0
+        if failed.any():
+            # The smallest cut above the 10% quantile of the failed masks' estimates.
+            threshold = float(np.quantile(estimates[failed], 0.9, method="higher")) + 1e-4
+        return cls(model.coef, model.intercept, round(threshold, 4), fitted_on)
