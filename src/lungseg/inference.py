@@ -30,6 +30,7 @@ from lungseg.data.io import NOT_FRONTAL, ImageMeta, as_grey_image, read_image
 from lungseg.data.transforms import preprocess
 from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.measure import LungMeasurements, lung_labels, measure_lungs
+from lungseg.orientation import apply_flip, check_orientation
 from lungseg.postprocess import postprocess_mask
 from lungseg.quality import QualityModel, quality_signals, zoomed_back, zoomed_out
 from lungseg.runtime import PrecisionChoice, Runtime, measure_cpu_precision, resolve_runtime
@@ -37,6 +38,13 @@ from lungseg.weights import WeightsInfo, load_weights, shipped_weights_path
 
 if TYPE_CHECKING:
     from PIL import Image
+
+FLIP_NAMES = {
+    "horizontal": "mirrored left-right",
+    "vertical": "flipped upside down",
+    "rotate180": "rotated by 180 degrees",
+}
+"""How a result names the flip :mod:`lungseg.orientation` found and undid."""
 
 HEART_THRESHOLD = 0.5
 """The heart channel's cut. Only the lung threshold is chosen on validation: the heart is one
@@ -126,10 +134,15 @@ def _flag_film(measurements: LungMeasurements, meta: ImageMeta | None) -> LungMe
     """A lateral or oblique film's mask is "check", whatever its shape: the model only knows
     frontal films (:data:`~lungseg.data.io.NOT_FRONTAL`)."""
     film = [w for w in (meta.warnings if meta is not None else ()) if NOT_FRONTAL in w]
-    if not film:
+    return _add_reasons(measurements, film)
+
+
+def _add_reasons(measurements: LungMeasurements, reasons: list[str]) -> LungMeasurements:
+    """``measurements`` flagged "check" for ``reasons`` too (unchanged when there are none)."""
+    if not reasons:
         return measurements
-    reasons = [*film, measurements.reason] if measurements.reason else film
-    return dataclasses.replace(measurements, quality="check", reason="; ".join(reasons))
+    joined = "; ".join([*reasons, measurements.reason] if measurements.reason else reasons)
+    return dataclasses.replace(measurements, quality="check", reason=joined)
 
 
 class Segmenter:
@@ -281,6 +294,8 @@ class Segmenter:
                 heart = postprocess_mask(heart, keep=1)
         spacing = meta.pixel_spacing_mm if meta is not None else None
         measurements = _flag_film(measure_lungs(mask, spacing, heart=heart), meta)
+        orientation = check_orientation(mask, heart)
+        measurements = _add_reasons(measurements, orientation.reasons())
         signals = None
         if network_logits is not None:
             signals = quality_signals(
@@ -338,6 +353,7 @@ class Segmenter:
         threshold: float | None = None,
         skip_failed: bool = False,
         quality: bool | None = None,
+        fix_orientation: bool = False,
         progress: bool = False,
         desc: str = "predict",
     ) -> Iterator[Segmentation | FailedInput]:
@@ -354,6 +370,9 @@ class Segmenter:
             quality: run the second, zoomed-out pass that gives the quality signals and
                 ``estimated_dice`` (:mod:`lungseg.quality`); None: when the weights carry a
                 calibrated quality model. It doubles the network's time per image.
+            fix_orientation: segment a film that looks mirrored or upside down
+                (:mod:`lungseg.orientation`) again the right way up, and say so in the
+                result's reason; without it such a mask is only flagged "check".
             progress: show a progress bar (on a terminal).
 
         Raises:
@@ -375,7 +394,9 @@ class Segmenter:
         with tqdm(total=len(inputs), desc=desc, unit="img", disable=not progress) as bar:
             for items in loader:
                 good = [item for item in items if "failed" not in item]
-                results = self._segment_decoded(good, postprocess, threshold, quality)
+                results = self._segment_decoded(
+                    good, postprocess, threshold, quality, fix_orientation
+                )
                 for item in items:
                     if "failed" not in item:
                         yield next(results)
@@ -391,23 +412,59 @@ class Segmenter:
         postprocess: bool,
         threshold: float | None,
         quality: bool,
+        fix_orientation: bool = False,
     ) -> Iterator[Segmentation]:
-        """One network call (two with ``quality``) for decoded items, then :meth:`finish`."""
+        """One network call (two with ``quality``) for decoded items, then :meth:`finish`;
+        with ``fix_orientation`` a film found mirrored or upside down is segmented again the
+        right way up, and its result flipped back onto the file's pixels."""
         if not items:
             return
         batch = torch.stack([item["input"] for item in items])
         logits = self.logits(batch)
         second = zoomed_back(self.logits(zoomed_out(batch))) if quality else [None] * len(items)
+        options = {"postprocess": postprocess, "threshold": threshold}
         for item, image_logits, tta_logits in zip(items, logits, second, strict=True):
             result = self.finish(
                 self.probabilities_at(image_logits, item["size"]),
                 item["meta"],
-                postprocess=postprocess,
-                threshold=threshold,
                 network_logits=None if tta_logits is None else (image_logits[0], tta_logits[0]),
+                **options,
             )
+            if fix_orientation:
+                flip = check_orientation(result.mask, result.heart).flip
+                if flip != "none":
+                    result = self._upright(item, flip, quality, options)
             result.grey = item.get("grey")
             yield result
+
+    def _upright(
+        self, item: dict[str, Any], flip: str, quality: bool, options: dict[str, Any]
+    ) -> Segmentation:
+        """Segment ``item``'s film flipped upright, then map the masks back onto its pixels.
+
+        Sides are labelled on the upright film (so the patient's right lung is named right),
+        the result says what was corrected, and it is flagged "check" if even the upright
+        film still looks wrong.
+        """
+        upright = torch.from_numpy(apply_flip(item["input"].numpy(), flip).copy())[None]
+        logits = self.logits(upright)
+        tta = zoomed_back(self.logits(zoomed_out(upright)))[0, 0] if quality else None
+        result = self.finish(
+            self.probabilities_at(logits[0], item["size"]),
+            item["meta"],
+            network_logits=None if tta is None else (logits[0, 0], tta),
+            **options,
+        )
+        note = f"orientation corrected ({FLIP_NAMES[flip]}) before segmenting"
+        reason = f"{note}; {result.measurements.reason}" if result.measurements.reason else note
+        back = {
+            name: np.ascontiguousarray(apply_flip(getattr(result, name), flip))
+            for name in ("mask", "probabilities", "labels")
+        }
+        if result.heart is not None:
+            back["heart"] = np.ascontiguousarray(apply_flip(result.heart, flip))
+        measurements = dataclasses.replace(result.measurements, reason=reason)
+        return dataclasses.replace(result, measurements=measurements, **back)
 
     def predict_arrays(
         self, images: Sequence[np.ndarray], *, postprocess: bool = True
@@ -423,6 +480,7 @@ class Segmenter:
         *,
         meta: ImageMeta | None = None,
         postprocess: bool = True,
+        fix_orientation: bool = False,
     ) -> Segmentation:
         """Segment one X-ray: a file path (any format lungseg reads) or an image in memory.
 
@@ -441,9 +499,15 @@ class Segmenter:
                 accepted.
         """
         if isinstance(image, (str, os.PathLike)):
-            (result,) = self.predict_many([image], batch_size=1, workers=0, postprocess=postprocess)
+            (result,) = self.predict_many(
+                [image],
+                batch_size=1,
+                workers=0,
+                postprocess=postprocess,
+                fix_orientation=fix_orientation,
+            )
             return result  # type: ignore[return-value]
         pixels = as_grey_image(image)
         item = {"input": self.prepare(pixels), "size": pixels.shape[:2], "meta": meta}
         quality = self.quality_model is not None
-        return next(self._segment_decoded([item], postprocess, None, quality))
+        return next(self._segment_decoded([item], postprocess, None, quality, fix_orientation))

@@ -5,7 +5,7 @@ Sides follow anatomy, not the image: in a PA (or AP) chest X-ray the patient fac
 so the patient's RIGHT lung is on the image's LEFT. :func:`lung_labels` therefore gives label 1
 (right lung) to lung pixels left of the patient's midline and label 2 (left lung) to those right
 of it. The midline is the middle of the mediastinum, the lung-free gap between the lungs in the
-central half of the image (see :func:`_midline_column` for a missing or bridged lung). Cutting
+central half of the image (see :func:`midline_column` for a missing or bridged lung). Cutting
 there rather than at the image's centre column matters: in 79 of the 704 manual masks of the
 shared data a lung reaches across the image's centre column (patients are not centred to the
 pixel), while no lung of any manual mask is cut by the midline found this way
@@ -155,7 +155,7 @@ def lung_labels(mask: np.ndarray) -> np.ndarray:
     """
     mask = _as_mask(mask)
     labels = np.zeros(mask.shape, dtype=np.uint8)
-    image_left = np.arange(mask.shape[1]) < _midline_column(mask)  # (W,)
+    image_left = np.arange(mask.shape[1]) < midline_column(mask)  # (W,)
     labels[mask & image_left[None, :]] = RIGHT_LUNG
     labels[mask & ~image_left[None, :]] = LEFT_LUNG
     return labels
@@ -293,7 +293,7 @@ def _cm2_per_pixel(spacing: tuple[float, float] | None) -> float | None:
     return float(values[0] * values[1] / 100.0)  # mm2 -> cm2
 
 
-def _midline_column(mask: np.ndarray) -> float:
+def midline_column(mask: np.ndarray) -> float:
     """The patient's midline as a (fractional) column: the centre of the mediastinum.
 
     Only the central half of the image is searched (the mediastinum lies there in any PA view,

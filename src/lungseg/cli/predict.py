@@ -83,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "archive; file names are kept either way)",
     )
     parser.add_argument(
+        "--fix-orientation",
+        action="store_true",
+        help="segment a film that looks mirrored or upside down the right way up, and say so "
+        "in its row (by default such a mask is flagged 'check')",
+    )
+    parser.add_argument(
         "--min-quality",
         type=probability,
         metavar="Q",
@@ -135,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         json_path=args.json,
         anonymize=args.anonymize,
         min_quality=args.min_quality,
+        fix_orientation=args.fix_orientation,
         progress=not args.quiet,
     )
     summary = predict(args.inputs, args.out, segmenter, options)

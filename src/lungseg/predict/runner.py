@@ -60,6 +60,8 @@ class PredictOptions:
     """Also write the table and a summary as JSON here (``--json PATH``)."""
     anonymize: bool = False
     """Leave the DICOM UIDs and PatientID out of the table (``--anonymize``)."""
+    fix_orientation: bool = False
+    """Segment mirrored or upside-down films the right way up (``--fix-orientation``)."""
     min_quality: float | None = None
     """Write no mask whose estimated Dice is below this (``--min-quality``); the row says why."""
     progress: bool = True
@@ -142,6 +144,7 @@ def _predict(
         batch_size=options.batch_size,
         workers=options.workers,
         postprocess=options.postprocess,
+        fix_orientation=options.fix_orientation,
         skip_failed=True,
     )
     for image, result in zip(todo, results, strict=True):
