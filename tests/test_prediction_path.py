@@ -59,3 +59,32 @@ def test_predict_many_keeps_input_order_and_reports_failures_in_place(
         assert dice(result.mask, alone.mask) > 0.9999  # batching does not change a mask
     with pytest.raises(Exception, match="broken.png"):
         list(segmenter.predict_many(inputs))
+
+
+def test_predict_and_evaluate_say_nothing_on_stderr_in_normal_use(
+    pairs: list[Pair], tmp_path: Path, data_root: Path
+) -> None:
+    """No progress bar off a terminal, no log lines nobody asked for: stderr stays empty."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "lungseg"]
+    predict = subprocess.run(
+        [*command, "predict", str(pairs[0].image), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert predict.returncode == 0, predict.stderr
+    assert predict.stderr == "" and "1 image(s) segmented" in predict.stdout
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"test": [pairs[0].id]}))
+    evaluate = subprocess.run(
+        [*command, "evaluate", "--data", str(data_root), "--split", str(split)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert evaluate.stderr == "" and "post-processed masks" in evaluate.stdout

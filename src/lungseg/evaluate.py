@@ -245,7 +245,9 @@ def quality_records(
     records: list[dict[str, Any]] = []
     per_image = min(per_image, len(degradations))
     chunk = max(1, batch_size // (1 + per_image))
-    with tqdm(total=len(pairs), desc="quality", unit="img", disable=not progress) as bar:
+    with tqdm(
+        total=len(pairs), desc="quality", unit="img", disable=None if progress else True
+    ) as bar:
         for start in range(0, len(pairs), chunk):
             images, truths, keys = [], [], []
             for index, pair in enumerate(pairs[start : start + chunk], start=start):

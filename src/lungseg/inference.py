@@ -391,7 +391,9 @@ class Segmenter:
             num_workers=workers if any_file else 0,
             collate_fn=list,
         )
-        with tqdm(total=len(inputs), desc=desc, unit="img", disable=not progress) as bar:
+        with tqdm(
+            total=len(inputs), desc=desc, unit="img", disable=None if progress else True
+        ) as bar:
             for items in loader:
                 good = [item for item in items if "failed" not in item]
                 results = self._segment_decoded(

@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter.from_pretrained(
         args.weights, device=args.device, precision=args.precision, backend=args.backend
     )
-    log.info("%s", describe_runtime(segmenter))
+    log.debug("%s", describe_runtime(segmenter))  # -v shows it; stderr stays quiet
     pairs = discover(args.data).pairs
     if args.split is not None:
         pairs = select(pairs, load_split(args.split), args.subset)

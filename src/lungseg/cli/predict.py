@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter.from_pretrained(
         args.weights, device=args.device, precision=args.precision, backend=args.backend
     )
-    log.info("%s", describe_runtime(segmenter))
+    log.debug("%s", describe_runtime(segmenter))  # -v shows it; stderr stays quiet
     if args.min_quality is not None and segmenter.quality_model is None:
         raise UsageError(
             "--min-quality needs weights with a calibrated quality model (estimated_dice); "

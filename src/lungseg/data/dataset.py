@@ -132,7 +132,9 @@ class SegmentationDataset(Dataset):
         """
         from tqdm import tqdm
 
-        for index in tqdm(range(len(self)), desc="load", unit="img", disable=not progress):
+        for index in tqdm(
+            range(len(self)), desc="load", unit="img", disable=None if progress else True
+        ):
             self._resized(index)
 
     def _resized(self, index: int) -> _Resized:

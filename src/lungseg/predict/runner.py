@@ -137,7 +137,7 @@ def _predict(
         total=len(todo),
         desc="predict",
         unit="img",
-        disable=not (options.progress and dist.is_main),
+        disable=None if options.progress and dist.is_main else True,  # None: only on a terminal
     )
     results = segmenter.predict_many(
         [image.path for image in todo],

@@ -404,7 +404,7 @@ class Trainer:
             desc=f"epoch {self.epoch + 1}",
             unit="batch",
             leave=False,
-            disable=not self.dist.is_main,
+            disable=None if self.dist.is_main else True,  # None: only on a terminal
             dynamic_ncols=True,
         )
         started = time.perf_counter()
