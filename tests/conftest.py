@@ -54,3 +54,25 @@ def small_split(
     path = tmp_path_factory.mktemp("split") / "small.json"
     path.write_text(json.dumps({"train": pick("train", 24), "val": pick("val", 8), "test": []}))
     return path
+
+
+@pytest.fixture(scope="session")
+def lungs_only_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped network without its heart channel: the lung output only, as the weights
+    files written before the heart channel are (for tests of the lungs-only behaviour)."""
+    import dataclasses
+
+    from lungseg.models import build_from_config
+    from lungseg.weights import LABELS, load_weights, save_weights, shipped_weights_path
+
+    model, info = load_weights(shipped_weights_path())
+    config = {**model.config, "out_channels": 1}
+    lungs = build_from_config(config)
+    state = model.state_dict()
+    state["head.weight"], state["head.bias"] = state["head.weight"][:1], state["head.bias"][:1]
+    lungs.load_state_dict(state)
+    extra = {k: v for k, v in info.extra.items() if k != "quality_model"}
+    path = tmp_path_factory.mktemp("lungs-only") / "lungseg_cxr.safetensors"  # its usual name
+    lungs_info = dataclasses.replace(info, model_config=lungs.config, labels=LABELS, extra=extra)
+    save_weights(path, lungs, lungs_info)
+    return path

@@ -16,13 +16,20 @@ def main() -> None:
     data, split, out = (Path(a) for a in sys.argv[1:4])
     config = apply_overrides(get_preset("smoke"), ["augment=true"])
     trainer = Trainer(config, data, split, out / "run")
-    trainer.fit()
+    summary = trainer.fit()
     rank = int(os.environ["RANK"])
     torch.save(trainer.model.state_dict(), out / f"rank{rank}.pt")
     if trainer.dist.is_main:
         from lungseg.training.finalize import finalize_run
 
-        finalize_run(trainer)
+        finalize_run(
+            trainer.run,
+            config,
+            trainer.data.val,
+            split_name=trainer.data.split_name,
+            fit=summary,
+            precision=trainer.precision_used(),
+        )
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 

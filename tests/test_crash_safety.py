@@ -216,7 +216,7 @@ def test_train_killed_anywhere_resumes_to_the_weights_of_an_uninterrupted_run(
 
     final, reference = load_checkpoint(run / "last.pt"), load_checkpoint(straight / "last.pt")
     assert final["epoch"] == reference["epoch"] == 3
-    for key in ("model", "optimizer", "rng", "history"):
+    for key in ("model", "optimizer", "rng"):  # the best epoch is read from the history below
         assert_same_tensors(final[key], reference[key], key)
     for column in ("train_loss", "val_loss", "val_dice", "lr"):
         assert [r[column] for r in final["history"]] == [r[column] for r in reference["history"]]

@@ -136,7 +136,9 @@ def test_onnxruntime_runs_a_batch_of_two(
     images = [read_image(path)[0] for path in xrays[1:]]
     batch = torch.stack([ort_segmenter.prepare(image) for image in images])
     logits = ort_segmenter.logits(batch)
-    assert logits.shape == (2, 1, *ort_segmenter.input_size) and logits.dtype == torch.float32
+    channels = len(ort_segmenter.info.labels)  # lungs (and heart) as the weights say
+    assert logits.shape == (2, channels, *ort_segmenter.input_size)
+    assert logits.dtype == torch.float32
     assert torch.allclose(logits, torch_segmenter.logits(batch), atol=1e-3)
     got = ort_segmenter.predict_arrays(images, postprocess=False)
     expected = torch_segmenter.predict_arrays(images, postprocess=False)

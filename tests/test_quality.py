@@ -68,18 +68,23 @@ def test_degraded_copies_are_reproducible_images_with_their_mask(kind: str) -> N
         assert np.array_equal(truth, mask)
 
 
-def calibrated(segmenter: Segmenter, threshold: float) -> Segmenter:
-    """The segmenter with a quality model that trusts the second pass alone."""
-    model = QualityModel((1.0, 0.0, 0.0, 0.0), 0.0, threshold, "test")
-    info = dataclasses.replace(
-        segmenter.info, extra={**segmenter.info.extra, "quality_model": model.to_dict()}
-    )
-    return Segmenter(segmenter.model, info)
+def calibrated(segmenter: Segmenter, threshold: float | None) -> Segmenter:
+    """The segmenter with a quality model that trusts the second pass alone (None: none)."""
+    extra = {k: v for k, v in segmenter.info.extra.items() if k != "quality_model"}
+    if threshold is not None:
+        extra["quality_model"] = QualityModel((1.0, 0.0, 0.0, 0.0), 0.0, threshold, "t").to_dict()
+    return Segmenter(segmenter.model, dataclasses.replace(segmenter.info, extra=extra))
+
+
+def test_the_shipped_weights_carry_a_quality_model_fitted_on_val() -> None:
+    model = Segmenter.from_pretrained().quality_model
+    assert model is not None and "val of multi_source.json" in model.fitted_on
+    assert 0.5 < model.threshold < 1.0
 
 
 @pytest.mark.data
 def test_estimated_dice_is_measured_and_flags_below_the_cut(test_split_pairs: list) -> None:
-    plain = Segmenter.from_pretrained()
+    plain = calibrated(Segmenter.from_pretrained(), None)
     assert plain.quality_model is None
     image = test_split_pairs[0].image
     assert plain(image).measurements.estimated_dice is None
@@ -111,7 +116,13 @@ def test_min_quality_withholds_masks_and_says_why(test_split_pairs: list, tmp_pa
     assert all(float(row["estimated_dice"]) < 0.999 for row in rows)
     assert not list(out.glob("*_mask.png"))
 
+    uncalibrated = tmp_path / "uncalibrated.safetensors"
+    bare = calibrated(segmenter, None)
+    save_weights(uncalibrated, bare.model, bare.info)
     plain = tmp_path / "plain"
-    code = main(["predict", images[0], "-o", str(plain), "--quiet", "--min-quality", "0.9"])
-    assert code == 2  # the shipped weights carry no quality model: a usage error, no work
+    code = main(
+        ["predict", images[0], "-o", str(plain), "--weights", str(uncalibrated), "--quiet"]
+        + ["--min-quality", "0.9"]
+    )
+    assert code == 2  # weights without a quality model: a usage error, no work done
     assert not (plain / "results.csv").exists()

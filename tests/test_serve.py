@@ -413,6 +413,7 @@ def test_nothing_is_left_in_the_temp_folder_after_shutdown(tmp_path, xray):
         (folder,) = tmp_path.iterdir()
         assert folder.name.startswith("lungseg-serve-")
         assert sorted(p.name for p in (folder / links["id"]).iterdir()) == [
+            "heart.png",
             "image.png",
             "labels.png",
             "mask.png",
@@ -455,7 +456,7 @@ def test_health_model_card_docs_and_page(client):
     assert {key: card[key] for key in header if key != "training"} == {
         key: value for key, value in header.items() if key != "training"
     }
-    assert card["labels"] == ["lungs"] and card["has_heart"] is False
+    assert card["labels"] == ["lungs", "heart"] and card["has_heart"] is True
     assert card["threshold"] == info.threshold and card["input_size"] == list(info.image_size)
     assert card["training"] == {**sidecar["training"], **info.extra}
     assert card["test_metrics"] == sidecar["test_metrics"]
@@ -743,7 +744,18 @@ def test_an_unreadable_card_file_leaves_the_header_card(tmp_path, caplog):
 # --- the heart and the cardiothoracic ratio -----------------------------------------------------
 
 
-def test_lungs_only_model_answers_null_heart_fields_and_no_heart_view(client):
+@pytest.fixture(scope="module")
+def lungs_only_client(
+    tmp_path_factory: pytest.TempPathFactory, lungs_only_weights: Path
+) -> Iterator[TestClient]:
+    """A server whose weights have no heart channel (as those written before it)."""
+    settings = ServeSettings(weights=lungs_only_weights, temp_dir=tmp_path_factory.mktemp("l"))
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_lungs_only_model_answers_null_heart_fields_and_no_heart_view(lungs_only_client):
+    client = lungs_only_client
     response = upload(client, synthetic_png())
     assert response.status_code == 200, response.text
     body = response.json()
@@ -821,7 +833,9 @@ def test_ctr_extents_and_heart_layer_rebuild_the_overlay(heart_client, monkeypat
     assert np.abs(stack - views["overlay"]).max() <= 2
 
 
-def test_segment_upload_omits_the_heart_view_without_a_heart_channel(monkeypatch):
+def test_segment_upload_omits_the_heart_view_without_a_heart_channel(
+    monkeypatch, lungs_only_weights
+):
     model, info = heart_model()
     segmenter = Segmenter(model, info)
     monkeypatch.setattr(segmenter, "logits", known_logits)
@@ -834,7 +848,7 @@ def test_segment_upload_omits_the_heart_view_without_a_heart_channel(monkeypatch
     )
     assert set(only_mask.pngs) == {"mask"}
 
-    lungs_only = Segmenter.from_pretrained()
+    lungs_only = Segmenter.from_pretrained(lungs_only_weights)
     result = segment_upload(lungs_only, synthetic_png(), "a.png", max_pixels=10**6)
     assert not result.has_heart and result.extents is None and "heart" not in result.pngs
     assert result.measurements.ctr is None and result.measurements.heart_area_px is None

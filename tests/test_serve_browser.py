@@ -51,9 +51,12 @@ def xrays(data_root: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """``lungseg serve`` on a free loopback port, stopped with SIGINT like Ctrl+C."""
-    with live_server(tmp_path_factory.mktemp("server-tmp"), "--max-upload-mb", "1") as live:
+def server(tmp_path_factory: pytest.TempPathFactory, lungs_only_weights) -> Iterator[LiveServer]:
+    """``lungseg serve`` on a free loopback port, stopped with SIGINT like Ctrl+C, with the
+    shipped network's lungs alone (the heart's page is tested with a heart model below)."""
+    folder = tmp_path_factory.mktemp("server-tmp")
+    args = ("--max-upload-mb", "1", "--weights", str(lungs_only_weights))
+    with live_server(folder, *args) as live:
         yield live
 
 
@@ -104,7 +107,7 @@ def test_page_segments_an_uploaded_xray(server, browser, xrays, tmp_path):
     assert page.inner_text("#area-total-cm2") == "\u2014"  # a PNG states no spacing
     assert page.inner_text("#quality") == {"ok": "OK", "check": "Check"}[lungs["quality"]]
     assert page.inner_text("#file-name") == xray.name
-    # The shipped model has no heart channel: no CTR card, no heart toggle, no heart layer.
+    # Weights without a heart channel: no CTR card, no heart toggle, no heart layer.
     assert api["model"]["has_heart"] is False and api["heart"]["ctr"] is None
     for heart_part in ("#heart-card", "#heart-control", "#heart-img", "#file-row-0 .ctr-col"):
         assert page.is_hidden(heart_part), heart_part

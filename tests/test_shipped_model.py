@@ -37,8 +37,12 @@ def test_shipped_weights_are_small_and_match_their_card(card: dict, segmenter: S
     assert list(segmenter.input_size) == card["input_size"]
     assert set(card["sources"]) == {"covidqu", "montgomery", "shenzhen", "wingspan"}
     for subset in ("val_metrics", "test_metrics"):
-        for scored in card[subset].values():
-            assert set(scored["per_source"]) == set(card["sources"]), subset
+        for kind in ("raw", "postprocessed"):
+            assert set(card[subset][kind]["per_source"]) == set(card["sources"]), subset
+        heart = card[subset]["heart"]  # the heart channel, scored on Wingspan's heart masks
+        assert heart["n"] == 52 and heart["dice"] > 0.9, heart
+    assert card["labels"] == list(segmenter.info.labels) == ["lungs", "heart"]
+    assert segmenter.quality_model is not None  # calibrated on val before shipping
 
 
 @pytest.mark.data

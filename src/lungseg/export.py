@@ -1,7 +1,8 @@
 """Export a lungseg model to ONNX or TorchScript, verified against PyTorch before it is written.
 
 The exported file takes the network's prepared input ``(B, 1, h, w)`` float32 (batch dynamic,
-``h, w`` = the weights' ``image_size``) and returns ``(B, 1, h, w)`` logits. It describes itself:
+``h, w`` = the weights' ``image_size``) and returns ``(B, C, h, w)`` logits, one channel per
+label the weights name (lungs, then heart). It describes itself:
 the :class:`~lungseg.weights.WeightsInfo` (architecture, input size, threshold, preprocessing,
 version) is stored as JSON under the key ``"lungseg"`` (ONNX ``metadata_props``, TorchScript
 ``_extra_files``), so it runs with no other file.

@@ -30,7 +30,7 @@ from lungseg.data.io import NOT_FRONTAL, ImageMeta, as_grey_image, read_image
 from lungseg.data.transforms import preprocess
 from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.measure import LungMeasurements, lung_labels, measure_lungs
-from lungseg.orientation import apply_flip, check_orientation
+from lungseg.orientation import THEN_MIRRORED, Orientation, apply_flip, check_orientation
 from lungseg.postprocess import postprocess_mask
 from lungseg.quality import QualityModel, quality_signals, zoomed_back, zoomed_out
 from lungseg.runtime import PrecisionChoice, Runtime, measure_cpu_precision, resolve_runtime
@@ -143,6 +143,12 @@ def _add_reasons(measurements: LungMeasurements, reasons: list[str]) -> LungMeas
         return measurements
     joined = "; ".join([*reasons, measurements.reason] if measurements.reason else reasons)
     return dataclasses.replace(measurements, quality="check", reason=joined)
+
+
+def _upright_view(result: Segmentation, flip: str) -> Orientation:
+    """The orientation of ``result``'s masks as seen on the film turned by ``flip``."""
+    heart = None if result.heart is None else apply_flip(result.heart, flip)
+    return check_orientation(apply_flip(result.mask, flip), heart)
 
 
 class Segmenter:
@@ -436,6 +442,8 @@ class Segmenter:
                 flip = check_orientation(result.mask, result.heart).flip
                 if flip != "none":
                     result = self._upright(item, flip, quality, options)
+                if flip in THEN_MIRRORED and _upright_view(result, flip).mirrored:
+                    result = self._upright(item, THEN_MIRRORED[flip], quality, options)
             result.grey = item.get("grey")
             yield result
 

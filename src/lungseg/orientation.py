@@ -28,7 +28,14 @@ import numpy as np
 
 from lungseg.measure import midline_column
 
-__all__ = ["MIRRORED_BELOW", "UPSIDE_DOWN_BELOW", "Orientation", "check_orientation"]
+__all__ = [
+    "MIRRORED_BELOW",
+    "THEN_MIRRORED",
+    "UPSIDE_DOWN_BELOW",
+    "Orientation",
+    "apply_flip",
+    "check_orientation",
+]
 
 UPSIDE_DOWN_BELOW = 0.33
 """Flag when the lungs' widest row lies above this fraction of their height (0 = top)."""
@@ -42,10 +49,13 @@ class Orientation:
 
     Attributes:
         upside_down: the lungs are widest near the top.
-        mirrored: the heart lies on the image's left; None without a heart mask.
+        mirrored: the heart lies on the image's left; None without a heart mask, and for an
+            upside-down film (a network that knows upright films cannot place the heart on
+            one: the side is judged again once the film is turned upright).
         flip: the array flip that puts the film upright: ``"none"``, ``"horizontal"``
-            (mirrored), ``"vertical"`` (upside down, heart on the correct side) or
-            ``"rotate180"`` (both, or upside down without a heart to tell).
+            (mirrored) or ``"rotate180"`` (upside down: a film rotated in the reader, the
+            usual case; if it then looks mirrored the caller undoes that too, see
+            :data:`THEN_MIRRORED`).
     """
 
     upside_down: bool
@@ -54,7 +64,7 @@ class Orientation:
     @property
     def flip(self) -> str:
         if self.upside_down:
-            return "vertical" if self.mirrored is False else "rotate180"
+            return "rotate180"
         return "horizontal" if self.mirrored else "none"
 
     def reasons(self) -> list[str]:
@@ -84,13 +94,17 @@ def check_orientation(lungs: np.ndarray, heart: np.ndarray | None = None) -> Ori
         smooth = np.convolve(width, np.ones(window) / window, mode="same")
         upside_down = int(np.argmax(smooth)) < UPSIDE_DOWN_BELOW * len(width)
     mirrored = None
-    if heart is not None and np.any(heart) and lungs.any():
+    if heart is not None and np.any(heart) and lungs.any() and not upside_down:
         midline = midline_column(lungs)
         heart_columns = np.flatnonzero(np.asarray(heart, dtype=bool).any(0))
         right_reach = max(0.0, heart_columns[-1] - midline)
         left_reach = max(0.0, midline - heart_columns[0])
         mirrored = bool(right_reach < MIRRORED_BELOW * left_reach)
     return Orientation(upside_down, mirrored)
+
+
+THEN_MIRRORED = {"rotate180": "vertical"}
+"""The flip to use instead when the film, turned upright by the first, still looks mirrored."""
 
 
 def apply_flip(array: np.ndarray, flip: str) -> np.ndarray:

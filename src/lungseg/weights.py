@@ -117,19 +117,16 @@ def load_weights(
         )
         if not size_ok or not 0.0 <= info.threshold <= 1.0:
             raise ValueError(f"image_size {info.image_size}, threshold {info.threshold}")
-        if info.labels not in (LABELS, LABELS_WITH_HEART):
-            raise ValueError(f"labels {list(info.labels)}")
-        if info.model_config.get("out_channels", 1) != len(info.labels):
-            raise ValueError(
-                f"{len(info.labels)} labels for {info.model_config.get('out_channels', 1)} "
-                "output channels"
-            )
         # Shapes only, no memory: forged metadata may describe a network of terabytes.
         with torch.device("meta"):
             model = build_from_config(info.model_config)
     except (LungsegError, ValueError, TypeError, KeyError) as err:
         raise InvalidInputError(path, f"unusable lungseg metadata ({err})") from err
     _check_fits(path, model, state)
+    try:
+        _check_labels(info)
+    except ValueError as err:
+        raise InvalidInputError(path, f"unusable lungseg metadata ({err})") from err
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model = model.to_empty(device="cpu")
     model.load_state_dict(state)
@@ -138,6 +135,17 @@ def load_weights(
         model = build_from_config(info.model_config)
         model.load_state_dict(state)
     return model.to(device).eval(), info
+
+
+def _check_labels(info: WeightsInfo) -> None:
+    """Refuse labels that are not lungseg's, or do not match the output channels."""
+    if info.labels not in (LABELS, LABELS_WITH_HEART):
+        raise ValueError(f"labels {list(info.labels)}")
+    if info.model_config.get("out_channels", 1) != len(info.labels):
+        raise ValueError(
+            f"{len(info.labels)} labels for {info.model_config.get('out_channels', 1)} "
+            "output channels"
+        )
 
 
 def _pickle_hint(path: Path) -> str:

@@ -541,13 +541,20 @@ def train(
         LungsegError: ``out`` already holds a run and ``resume`` is off.
     """
     run = RunDir(Path(out))
-    if not resume:
-        if run.holds_run():
-            raise LungsegError(f"{out} already holds a run; use --resume {out} or another --out")
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
-            split_path = str(Path(split).resolve()) if split is not None else None
-            record = RunRecord(str(Path(data).resolve()), split_path, preset, command)
-            run.write_start(config, record)
+    if not resume and run.holds_run():
+        raise LungsegError(f"{out} already holds a run; use --resume {out} or another --out")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
+        # Written again on resume (same content): a record half-written by a killed run is
+        # replaced before any data is read.
+        split_path = str(Path(split).resolve()) if split is not None else None
+        if run.path.is_dir():  # a killed run's half-written files go before anything else
+            for stale in remove_stale_temporaries(run.path):
+                log.info("removed %s, left by a run killed while writing it", stale)
+        if resume and run.record_file.is_file():
+            _, kept = run.read_start()
+            preset, command = preset or kept.preset, command or kept.command
+        record = RunRecord(str(Path(data).resolve()), split_path, preset, command)
+        run.write_start(config, record)
     trainer = Trainer(config, data, split, out)
     try:
         if resume:
