@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from lungseg.atomic import atomic_write_text  # noqa: E402
 from lungseg.data.discovery import discover, load_split, select  # noqa: E402
-from lungseg.evaluate import predict_pairs  # noqa: E402
+from lungseg.evaluate import ctr_agreement, predict_pairs  # noqa: E402
 from lungseg.inference import Segmenter  # noqa: E402
 from lungseg.measure import CARDIOMEGALY_CTR, cardiothoracic_extents  # noqa: E402
 from lungseg.metrics import MetricAccumulator  # noqa: E402
@@ -41,22 +41,6 @@ from lungseg.overlay import render_overlay  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SHOWN = 3  # best and worst images in the overlay figure
-
-
-def agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """MAE, bias, Bland-Altman 95% limits and cardiomegaly agreement of two CTR series."""
-    diff = pred - truth
-    return {
-        "n": int(len(diff)),
-        "mae": float(np.mean(np.abs(diff))),
-        "bias": float(np.mean(diff)),
-        "loa_low": float(np.mean(diff) - 1.96 * np.std(diff, ddof=1)),
-        "loa_high": float(np.mean(diff) + 1.96 * np.std(diff, ddof=1)),
-        "max_abs": float(np.max(np.abs(diff))),
-        "cardiomegaly_agreement": float(
-            np.mean((pred > CARDIOMEGALY_CTR) == (truth > CARDIOMEGALY_CTR))
-        ),
-    }
 
 
 def bland_altman(path: Path, pred: np.ndarray, expert: np.ndarray, stats: dict[str, float]) -> None:
@@ -146,9 +130,9 @@ def main() -> int:
         "subset": f"{args.subset} of {(args.split or Path('multi_source.json')).name}, wingspan",
         "images": len(rows),
         "heart": {k: aggregate["mean"][k] for k in ("dice", "iou", "hd95")},
-        "ctr_vs_expert": agreement(pred, expert),
+        "ctr_vs_expert": ctr_agreement(pred, expert),
         "ctr_missing": len(with_expert) - len(measured),
-        "manual_masks_ctr_vs_expert": agreement(
+        "manual_masks_ctr_vs_expert": ctr_agreement(
             manual, np.array([r["ctr_expert"] for r in with_expert])
         ),
         "rows": rows,
@@ -174,6 +158,11 @@ def main() -> int:
         f"manual masks' CTR vs expert: MAE {bound['mae']:.4f}, cardiomegaly agreement "
         f"{bound['cardiomegaly_agreement']:.1%}"
     )
+    for r in measured:  # the cardiomegaly calls that differ from the expert's
+        if (r["ctr"] > CARDIOMEGALY_CTR) != (r["ctr_expert"] > CARDIOMEGALY_CTR):
+            print(
+                f"  disagrees: {r['id']} lungseg CTR {r['ctr']:.4f}, expert {r['ctr_expert']:.4f}"
+            )
     print(
         f"wrote {args.out / 'heart.json'}, {DOCS / 'ctr_bland_altman.png'}, "
         f"{args.out / 'heart_overlays.png'}"

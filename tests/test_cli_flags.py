@@ -343,7 +343,8 @@ def test_the_runtime_auto_chose_is_described_in_one_line():
     from lungseg.runtime import Runtime
 
     def torch_segmenter(dtype: torch.dtype | None) -> SimpleNamespace:
-        return SimpleNamespace(backend="torch", runtime=Runtime(torch.device("cpu"), dtype))
+        runtime = Runtime(torch.device("cpu"), dtype)
+        return SimpleNamespace(backend="torch", runtime=runtime, precision_choice=None)
 
     assert describe_runtime(torch_segmenter(None)) == "torch on cpu, fp32"
     assert describe_runtime(torch_segmenter(torch.bfloat16)) == "torch on cpu, bf16 autocast"

@@ -26,7 +26,7 @@ from lungseg.data.dataset import load_full_mask
 from lungseg.data.discovery import Pair
 from lungseg.data.masks import mask_problem, read_masks
 from lungseg.inference import Segmentation, Segmenter
-from lungseg.measure import cardiothoracic_extents
+from lungseg.measure import CARDIOMEGALY_CTR, cardiothoracic_extents
 from lungseg.metrics import MetricAccumulator, dice, selection_mean
 
 log = logging.getLogger(__name__)
@@ -120,18 +120,38 @@ class Evaluation:
         }
         measured = [r for r in self.ctr if r["ctr"] is not None and r["ctr_truth"] is not None]
         if measured:
-            pred = np.array([r["ctr"] for r in measured])
-            truth = np.array([r["ctr_truth"] for r in measured])
+            agree = ctr_agreement(
+                np.array([r["ctr"] for r in measured]), np.array([r["ctr_truth"] for r in measured])
+            )
             summary.update(
                 {
-                    "ctr_n": len(measured),
+                    "ctr_n": agree["n"],
                     "ctr_missing": len(self.ctr) - len(measured),
-                    "ctr_mae": float(np.mean(np.abs(pred - truth))),
-                    "ctr_bias": float(np.mean(pred - truth)),
-                    "cardiomegaly_agreement": float(np.mean((pred > 0.5) == (truth > 0.5))),
+                    "ctr_mae": agree["mae"],
+                    "ctr_bias": agree["bias"],
+                    "cardiomegaly_agreement": agree["cardiomegaly_agreement"],
                 }
             )
         return summary
+
+
+def ctr_agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """How two series of CTRs agree: mean absolute error, bias, Bland-Altman 95% limits of
+    agreement, the largest difference, and how often the cardiomegaly call (CTR > 0.5) is the
+    same."""
+    diff = np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64)
+    spread = 1.96 * np.std(diff, ddof=1) if len(diff) > 1 else float("nan")
+    return {
+        "n": int(len(diff)),
+        "mae": float(np.mean(np.abs(diff))),
+        "bias": float(np.mean(diff)),
+        "loa_low": float(np.mean(diff) - spread),
+        "loa_high": float(np.mean(diff) + spread),
+        "max_abs": float(np.max(np.abs(diff))),
+        "cardiomegaly_agreement": float(
+            np.mean((np.asarray(pred) > CARDIOMEGALY_CTR) == (np.asarray(truth) > CARDIOMEGALY_CTR))
+        ),
+    }
 
 
 def evaluate(

@@ -138,10 +138,11 @@ def _flag_film(measurements: LungMeasurements, meta: ImageMeta | None) -> LungMe
 
 
 def _add_reasons(measurements: LungMeasurements, reasons: list[str]) -> LungMeasurements:
-    """``measurements`` flagged "check" for ``reasons`` too (unchanged when there are none)."""
+    """``measurements`` flagged "check" for ``reasons`` too, after those it already has
+    (unchanged when there are none)."""
     if not reasons:
         return measurements
-    joined = "; ".join([*reasons, measurements.reason] if measurements.reason else reasons)
+    joined = "; ".join([measurements.reason, *reasons] if measurements.reason else reasons)
     return dataclasses.replace(measurements, quality="check", reason=joined)
 
 
@@ -323,18 +324,10 @@ class Segmenter:
         """Add the estimated Dice, and flag the mask "check" when it is below the cut."""
         assert self.quality_model is not None
         estimate = round(self.quality_model.estimate(signals), 4)
-        reasons = [measurements.reason] if measurements.reason else []
-        if estimate < self.quality_model.threshold:
-            reasons.append(
-                f"estimated Dice {estimate:.3f} below {self.quality_model.threshold:.3f}: the "
-                "network is unsure of this mask"
-            )
-        return dataclasses.replace(
-            measurements,
-            estimated_dice=estimate,
-            quality="check" if reasons else "ok",
-            reason="; ".join(reasons),
-        )
+        cut = self.quality_model.threshold
+        low = [f"estimated Dice {estimate:.3f} below {cut:.3f}: the network is unsure of this mask"]
+        judged = dataclasses.replace(measurements, estimated_dice=estimate)
+        return _add_reasons(judged, low if estimate < cut else [])
 
     @property
     def quality_model(self) -> QualityModel | None:

@@ -202,12 +202,17 @@ def cardiothoracic_extents(heart: np.ndarray, lungs: np.ndarray) -> Cardiothorac
     )
 
 
+def row_spans(mask: np.ndarray) -> np.ndarray:
+    """Per row, the columns from the leftmost to the rightmost mask pixel (0 for an empty row)."""
+    mask = _as_mask(mask)
+    first = mask.argmax(1)
+    last = mask.shape[1] - 1 - mask[:, ::-1].argmax(1)
+    return np.where(mask.any(1), last - first + 1, 0)
+
+
 def _widest_row(mask: np.ndarray) -> int:
     """The row whose leftmost-to-rightmost span of mask pixels is the longest."""
-    rows = np.flatnonzero(mask.any(1))
-    first = mask[rows].argmax(1)
-    last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(1)
-    return int(rows[np.argmax(last - first)])
+    return int(np.argmax(row_spans(mask)))
 
 
 def measure_lungs(

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lungseg.metrics import dice
+
 __all__ = ["SIGNALS", "QualityModel", "quality_signals", "zoomed_out"]
 
 SIGNALS = ("tta_dice", "uncertain", "postprocess_change", "implausible")
@@ -74,16 +76,11 @@ def quality_signals(
     prob = torch.sigmoid(logits)
     area = max(int(first.sum()), 1)
     return {
-        "tta_dice": _dice(first.cpu().numpy(), second.cpu().numpy()),
+        "tta_dice": dice(first.cpu().numpy(), second.cpu().numpy()),
         "uncertain": float(((prob > 0.1) & (prob < 0.9)).sum()) / area,
-        "postprocess_change": 1.0 - _dice(raw_mask, mask),
+        "postprocess_change": 1.0 - dice(raw_mask, mask),
         "implausible": float(implausible),
     }
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
 
 
 @dataclass(frozen=True)

@@ -157,12 +157,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A number above 0 (``--result-ttl``); NaN is refused too."""
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
 def probability(text: str) -> float:
     """A number strictly between 0 and 1 (``--threshold``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    value = _float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text!r}")
     return value
@@ -173,6 +178,31 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def add_decoding_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """``--batch-size`` and ``--workers``, as every command that reads many X-rays has them."""
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=batch_size,
+        metavar="N",
+        help="images per forward pass",
+    )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=1,
+        metavar="N",
+        help="DataLoader worker processes decoding images; 0 decodes in the main process",
+    )
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -187,8 +217,9 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="autocast precision; auto = bf16 on a GPU that supports it (else fp16) and on a "
-        "CPU with native bf16 (AVX512-BF16/AMX), else fp32; the onnxruntime backend runs fp32",
+        help="autocast precision; auto = bf16 on a GPU that supports it (else fp16), and on a "
+        "CPU the faster of fp32 and bf16 as timed for this network on this machine (once, "
+        "cached); the onnxruntime backend runs fp32",
     )
 
 
@@ -197,7 +228,7 @@ def describe_runtime(segmenter: Segmenter) -> str:
     if segmenter.backend == "onnxruntime":
         providers = segmenter.model.session.get_providers()
         return f"onnxruntime with {providers[0] if providers else 'no provider'}, fp32"
-    choice = getattr(segmenter, "precision_choice", None)  # what a CPU's "auto" measured
+    choice = segmenter.precision_choice  # what a CPU's "auto" measured
     if choice is not None:
         return f"torch on {segmenter.runtime.device}, precision auto: {choice.describe()}"
     dtype = segmenter.runtime.dtype

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from lungseg.cli import (
+    add_decoding_options,
     add_parser,
     add_runtime_options,
     check_exists,
     check_output_file,
     describe_runtime,
-    non_negative_int,
-    positive_int,
     probability,
 )
 
@@ -62,16 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--json", type=Path, metavar="PATH", help="write the summary as JSON to PATH"
     )
     parser.add_argument("--csv", type=Path, metavar="PATH", help="write one row per image to PATH")
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=8, metavar="N", help="images per forward pass"
-    )
-    parser.add_argument(
-        "--workers",
-        type=non_negative_int,
-        default=1,
-        metavar="N",
-        help="DataLoader worker processes decoding images; 0 decodes in the main process",
-    )
+    add_decoding_options(parser, batch_size=8)
     add_runtime_options(parser)
     parser.add_argument(
         "--backend",

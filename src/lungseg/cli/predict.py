@@ -8,14 +8,13 @@ from pathlib import Path
 
 from lungseg.cli import (
     UsageError,
+    add_decoding_options,
     add_parser,
     add_runtime_options,
     check_inputs,
     check_output_file,
     check_output_folder,
     describe_runtime,
-    non_negative_int,
-    positive_int,
     probability,
 )
 
@@ -51,16 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("torch", "onnxruntime"),
         help="inference engine (default: onnxruntime for an .onnx file, else torch)",
     )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=4, metavar="N", help="images per forward pass"
-    )
-    parser.add_argument(
-        "--workers",
-        type=non_negative_int,
-        default=1,
-        metavar="N",
-        help="DataLoader worker processes decoding images; 0 decodes in the main process",
-    )
+    add_decoding_options(parser, batch_size=4)
     add_runtime_options(parser)
     parser.add_argument(
         "--probabilities", action="store_true", help="also write NAME_probabilities.png (16-bit)"

@@ -14,6 +14,7 @@ from lungseg.cli import (
     add_runtime_options,
     describe_runtime,
     non_negative_int,
+    positive_float,
     positive_int,
 )
 from lungseg.errors import LungsegError
@@ -67,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-upload-mb",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.max_upload_bytes / 2**20,
         metavar="MIB",
         help="largest upload in MiB (413 above)",
@@ -81,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--result-ttl",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.result_ttl_s,
         metavar="SECONDS",
         help="seconds the result PNGs stay downloadable",
@@ -95,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--read-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.read_timeout_s,
         metavar="SECONDS",
         help="seconds a client has to send a request's headers, and again its body "
@@ -178,21 +179,8 @@ class _RenamedToThreads(argparse.Action):
         )
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-    return value
-
-
 def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if not 0 <= value <= 65535:
+    value = non_negative_int(text)
+    if not value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a TCP port, 0 to 65535, got {text!r}")
     return value
