@@ -19,6 +19,11 @@ ModelFactory = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, ModelFactory] = {}
 
+# Arguments added after weights files were first shipped, with the value a config that lacks them
+# was written with: such a file must rebuild the architecture it was trained as, not today's
+# preset default.
+_ADDED_ARGUMENTS: dict[str, Any] = {"stem_stride": 1}
+
 
 def register_model(factory: ModelFactory) -> ModelFactory:
     """Register ``factory`` under its function name (timm-style decorator)."""
@@ -51,5 +56,5 @@ def build_from_config(config: dict[str, Any]) -> nn.Module:
     """Rebuild a model from its ``model.config`` (e.g. read from a checkpoint's JSON)."""
     if "name" not in config:
         raise LungsegError("model config has no 'name'; expected the dict saved from model.config")
-    args = dict(config)
+    args = {**_ADDED_ARGUMENTS, **config}
     return create_model(args.pop("name"), **args)

@@ -1,17 +1,20 @@
 """One U-Net with pluggable attention, and the registered family built from it.
 
-The encoder has ``depth`` resolution levels (stride 1, 2, ..., 2**(depth-1)); each level is a
+The encoder has ``depth`` resolution levels (stride 1, 2, ..., 2**(depth-1) after an optional
+pixel-unshuffle stem that starts them at stride ``stem_stride``); each level is a
 double convolution (the local path), optionally followed by a :class:`GlobalContextBlock` (multi-
 head self-attention beside it). The decoder upsamples with a 2x2 transposed convolution, passes
 the encoder features of the same scale through a skip gate, concatenates and convolves. A 1x1
-convolution gives one logit per pixel and label. Variants differ only in arguments:
+convolution gives one logit per pixel and label (with a stem: a 3x3 convolution gives one per
+sub-pixel, and a pixel shuffle puts them back at the input's resolution). Variants differ only in
+arguments:
 
 * ``unet`` - no attention, no gates: the plain baseline.
 * ``attention_unet`` - Oktay et al.'s additive gates on every skip.
 * ``msag_unet`` - MSAG: self-attention at every encoder level and cross-attention gates on every
   skip (paper scale: base width 32, 5 levels).
-* ``msag_unet_cpu`` - the same design at a width and attention budget chosen by measurement for
-  fast CPU inference (``benchmarks/models.py``).
+* ``msag_unet_cpu`` - the same design at a width, stem and attention budget chosen by measurement
+  for fast CPU inference (``benchmarks/models.py``).
 
 Every model has ``config`` (the constructor arguments, JSON-ready, with the registry ``name``) and
 ``stride`` (inputs must have sides divisible by it; :func:`pad_to_stride` pads and crops back).
@@ -80,6 +83,10 @@ class UNet(nn.Module):
         skip_gate: ``"none"``, ``"additive"`` (Oktay) or ``"msag"`` (cross-attention).
         gate_levels: levels ``0 .. depth-2`` whose skip is gated (default all when gated).
         attention_impl: ``"sdpa"`` (fused) or ``"math"`` (plain matmuls, for export/counting).
+        stem_stride: 1, or 2 to fold each 2x2 block of pixels into channels before the first
+            level (pixel unshuffle, lossless) and unfold the logits after the head (pixel
+            shuffle): no convolution then runs at the input's full resolution, where a narrow
+            layer is bound by memory traffic rather than arithmetic on a CPU.
     """
 
     def __init__(
@@ -102,8 +109,11 @@ class UNet(nn.Module):
         skip_gate: str = "none",
         gate_levels: list[int] | None = None,
         attention_impl: str = "sdpa",
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
+        if stem_stride not in (1, 2):
+            raise LungsegError(f"stem_stride must be 1 or 2, got {stem_stride}")
         if out_channels < 1:
             raise LungsegError(f"out_channels must be >= 1, got {out_channels}")
         if depth < 2:
@@ -152,9 +162,12 @@ class UNet(nn.Module):
             "skip_gate": skip_gate,
             "gate_levels": gate_levels,
             "attention_impl": attention_impl,
+            "stem_stride": stem_stride,
         }
         self.in_channels = in_channels
-        self.stride = 2 ** (depth - 1)
+        self.stride = stem_stride * 2 ** (depth - 1)
+        self.stem: nn.Module = nn.PixelUnshuffle(stem_stride) if stem_stride > 1 else nn.Identity()
+        stem_channels = in_channels * stem_stride**2
 
         def attention_args(level: int) -> dict[str, Any]:
             return {
@@ -171,7 +184,7 @@ class UNet(nn.Module):
             stage = nn.Sequential()
             if level > 0:
                 stage.append(nn.MaxPool2d(2))
-            stage.append(ConvBlock(widths[level - 1] if level else in_channels, width, **conv_args))
+            stage.append(ConvBlock(widths[level - 1] if level else stem_channels, width, **conv_args))
             if level in attention_levels:
                 stage.append(GlobalContextBlock(width, **attention_args(level)))
             self.encoder.append(stage)
@@ -192,7 +205,14 @@ class UNet(nn.Module):
                 gate = CrossAttentionGate(width, width, inter, act=act, **attention_args(level))
             self.gates.append(gate)
             self.fusions.append(ConvBlock(2 * width, width, **conv_args))
-        self.head = nn.Conv2d(widths[0], out_channels, 1)
+        if stem_stride > 1:
+            # Sub-pixel logits need their neighbours' features, hence 3x3 rather than 1x1.
+            self.head: nn.Module = nn.Sequential(
+                nn.Conv2d(widths[0], out_channels * stem_stride**2, 3, padding=1),
+                nn.PixelShuffle(stem_stride),
+            )
+        else:
+            self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def check_input(self, x: Tensor) -> None:
         """Raise a :class:`LungsegError` that says how to fix an input the network cannot take."""
@@ -215,6 +235,7 @@ class UNet(nn.Module):
         if not torch.jit.is_tracing():  # a tracer would bake the check's branches in
             self.check_input(x)
         skips = []
+        x = self.stem(x)
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
@@ -274,17 +295,23 @@ def msag_unet(**overrides: Any) -> UNet:
 
 @register_model
 def msag_unet_cpu(**overrides: Any) -> UNet:
-    """MSAG-UNet sized for fast CPU inference; widths and attention budget picked by measurement.
+    """MSAG-UNet sized for fast CPU inference; stem, widths and attention budget by measurement.
 
-    Base width 8 (0.55 M parameters, 1.8 GFLOPs at 256x256), one 16-channel head per level up to
-    stride 4, then 2 and 4; queries pooled to a 32x32 grid at 256x256 at every level above the
-    bottleneck. Measured against wider variants in ``benchmarks/models.py``: attention at every
-    level costs about as much time as the convolutions it sits beside, in eager PyTorch on a CPU,
-    because each call is a dozen small memory-bound kernels; so the convolutions stay narrow.
+    A pixel-unshuffle stem (2x2 pixels into 4 channels), then 4 levels of base width 16 (0.55 M
+    parameters at 256x256, stride 16 as before), one 16-channel head per level up to stride 4,
+    then 2 and 4; queries pooled to a 32x32 grid at 256x256 at every level above the bottleneck.
+    Measured in ``benchmarks/models.py``: a stride-1 level of width 8 took about half of the
+    network's CPU time for a tenth of its arithmetic (memory-bound passes over 256x256 maps), so
+    the stem removes it; attention costs about as much time as the convolutions beside it in
+    eager PyTorch on a CPU (each call is a dozen small kernels), so the convolutions stay narrow.
+    Weights files written before the stem existed (stride-1, base width 8, 5 levels) record
+    their own arguments and load unchanged.
     """
-    depth = overrides.get("depth", 5)
+    depth = overrides.get("depth", 4)
     defaults = {
-        "base_width": 8,
+        "stem_stride": 2,
+        "base_width": 16,
+        "depth": depth,
         "max_width": 128,
         "attention_levels": list(range(depth)),
         "skip_gate": "msag",
