@@ -9,7 +9,8 @@ see benchmarks/README.md):
   out_channels=1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))`` with MONAI's defaults
   for the rest (kernel_size=3, up_kernel_size=3, dropout=0.0).
 
-Every measurement: eval mode, ``torch.inference_mode()``, channels_last model and input, optional
+Every measurement: eval mode, batch norms folded (:func:`lungseg.models.fold.fold_batch_norms`),
+``torch.inference_mode()``, channels_last model and input, optional
 bf16 autocast, warm-up runs, then the median of the timed runs, reported per image (batch time /
 batch). Models take turns run by run, so a passing load on a shared machine hits them alike.
 Run with the benchmark venv, e.g.::
@@ -34,6 +35,8 @@ from torch import nn
 
 from lungseg.models import create_model, list_models
 from lungseg.models.complexity import count_parameters
+from lungseg.models.fold import fold_batch_norms
+from lungseg.runtime import describe_cpu
 
 REFERENCE = "smp_unet_r34"
 
@@ -63,9 +66,11 @@ PEERS: dict[str, Callable[[], nn.Module]] = {
 
 
 def build(name: str) -> nn.Module:
-    """A registered lungseg model or a peer, in eval mode and channels_last."""
+    """A registered lungseg model or a peer as it is run for inference: eval mode, batch norms
+    folded into the convolutions before them (what lungseg's Segmenter runs; a peer gets the same
+    folding wherever its layers sit as conv-then-norm in a Sequential), channels_last."""
     model = PEERS[name]() if name in PEERS else create_model(name)
-    return model.eval().to(memory_format=torch.channels_last)
+    return fold_batch_norms(model.eval()).to(memory_format=torch.channels_last)
 
 
 def autocast_for(precision: str) -> contextlib.AbstractContextManager:
@@ -135,6 +140,8 @@ def render(
         if REFERENCE in args.models:
             header.append(f"{precision} vs smp")
     lines = [
+        f"Machine: {describe_cpu()}.",
+        "",
         f"CPU latency per image: median of up to {args.repeats} runs (at least "
         f"{args.min_repeats}, else stopping after {args.budget:g} s per model and cell) after "
         f"{args.warmup} warm-up, models taking turns; torch {torch.__version__}, "
@@ -155,7 +162,35 @@ def render(
                     if REFERENCE in args.models:
                         row.append(f"{ms / results[REFERENCE, size, batch, precision]:.2f}")
                 lines.append("| " + " | ".join(row) + " |")
+    lines += best_precision_table(args, results)
     return "\n".join(lines) + "\n"
+
+
+def best_precision_table(
+    args: argparse.Namespace, results: dict[tuple[str, int, int, str], float]
+) -> list[str]:
+    """Each model at its faster precision, and how many times faster the first model is."""
+    first, others = args.models[0], args.models[1:]
+    header = ["size", "batch", *(f"{name} (best)" for name in args.models)]
+    header += [f"{first} x faster than {name}" for name in others]
+    lines = [
+        "",
+        f"Each model at its faster precision; ratios = other's ms / {first}'s ms.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for size in args.sizes:
+        for batch in args.batches:
+            best = {}
+            for name in args.models:
+                ms, precision = min((results[name, size, batch, p], p) for p in args.precisions)
+                best[name] = (ms, precision)
+            row = [f"{size}x{size}", str(batch)]
+            row += [f"{best[name][0]:.1f} ({best[name][1]})" for name in args.models]
+            row += [f"{best[name][0] / best[first][0]:.2f}" for name in others]
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

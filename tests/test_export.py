@@ -129,6 +129,27 @@ def test_onnxruntime_segmenter_matches_torch_at_original_resolution(
         assert np.abs(got.probabilities - expected.probabilities).max() < 1e-4
 
 
+def test_every_torch_precision_and_the_folded_network_match_fp32(
+    torch_segmenter: Segmenter, xrays: list[Path]
+) -> None:
+    """What users can pick (bf16 autocast) and what always runs (batch norms folded into the
+    convolutions, channels_last) give the masks of the module as loaded, in fp32."""
+    bf16 = Segmenter.from_pretrained(precision="bf16")
+    for image_path in xrays:
+        grey, _ = read_image(image_path)
+        batch = torch_segmenter.prepare(grey).unsqueeze(0)
+        with torch.inference_mode():
+            as_loaded = torch_segmenter.model(batch)  # unfolded, NCHW, fp32
+        folded = torch_segmenter.logits(batch)
+        assert (folded - as_loaded).abs().max() < 1e-3
+        for channel in range(as_loaded.shape[1]):  # lungs and heart
+            assert dice(folded[0, channel] > 0, as_loaded[0, channel] > 0) >= 0.999
+        expected = torch_segmenter(image_path, postprocess=False)
+        got = bf16(image_path, postprocess=False)
+        assert dice(got.mask, expected.mask) >= 0.999, image_path.name
+        assert dice(got.heart, expected.heart) >= 0.999, image_path.name
+
+
 def test_onnxruntime_runs_a_batch_of_two(
     cli_onnx_export: tuple[Path, int, str], torch_segmenter: Segmenter, xrays: list[Path]
 ) -> None:

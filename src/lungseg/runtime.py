@@ -80,6 +80,13 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def describe_cpu() -> str:
+    """The CPU a speed table was measured on: model name, torch's ISA level, native bf16."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    bf16 = "native bf16" if cpu_has_fast_bf16() else "no native bf16"
+    return f"{cpu_name()} ({capability}, {bf16}), {torch.get_num_threads()} torch thread(s)"
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) from one integer."""
     random.seed(seed)

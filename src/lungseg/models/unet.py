@@ -184,7 +184,8 @@ class UNet(nn.Module):
             stage = nn.Sequential()
             if level > 0:
                 stage.append(nn.MaxPool2d(2))
-            stage.append(ConvBlock(widths[level - 1] if level else stem_channels, width, **conv_args))
+            level_in = widths[level - 1] if level else stem_channels
+            stage.append(ConvBlock(level_in, width, **conv_args))
             if level in attention_levels:
                 stage.append(GlobalContextBlock(width, **attention_args(level)))
             self.encoder.append(stage)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,17 +149,42 @@ def _predict(
         fix_orientation=options.fix_orientation,
         skip_failed=True,
     )
-    for image, result in zip(todo, results, strict=True):
+
+    def write(image: InputImage, result: Segmentation | FailedInput) -> bool:
+        """Write one image's files and row; False when it failed (and was recorded so)."""
         try:
             if isinstance(result, FailedInput):
                 raise result.error()
             _write_one(out_dir, image, result, segmenter, options, run)
-            segmented += 1
+            return True
         except LungsegError as err:
-            failed += 1
             _fail(out_dir, image, str(err), options, run)
-        bar.update()
-        bar.set_postfix(img_s=f"{(segmented + failed) / (time.perf_counter() - started):.1f}")
+            return False
+
+    # One writer thread: PNG encoding and file writes (which release the GIL) overlap the
+    # network's next batch. At most two batches wait, so memory stays bounded.
+    pending: deque[Future[bool]] = deque()
+    limit = 2 * max(1, options.batch_size)
+
+    def settle(count: int) -> None:
+        nonlocal segmented, failed
+        while len(pending) > count:
+            if pending.popleft().result():  # re-raises what write() did not catch (strict)
+                segmented += 1
+            else:
+                failed += 1
+            bar.update()
+            bar.set_postfix(img_s=f"{(segmented + failed) / (time.perf_counter() - started):.1f}")
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lungseg-write") as writer:
+        try:
+            for image, result in zip(todo, results, strict=True):
+                pending.append(writer.submit(write, image, result))
+                settle(limit)
+            settle(0)
+        finally:
+            for future in pending:  # an error stops the run: drop what has not started
+                future.cancel()
     bar.close()
     seconds = time.perf_counter() - started
     barrier(dist)
