@@ -43,7 +43,7 @@ lint: venv
 	.venv-bench/bin/pip install --quiet --upgrade pip
 	.venv-bench/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	.venv-bench/bin/pip install --quiet segmentation-models-pytorch monai
-	.venv-bench/bin/pip install --quiet -e .
+	.venv-bench/bin/pip install --quiet -e ".[onnx]"
 
 bench-env: .venv-bench/bin/python
 
