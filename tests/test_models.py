@@ -265,3 +265,33 @@ def test_cli_prints_a_row_per_model(capsys):
     for name in list_models():
         assert f"\n{name} " in out
     assert "GFLOPs@32" in out and "2 x multiply-accumulates" in out
+
+
+def test_the_stem_works_at_full_resolution_without_a_full_resolution_convolution():
+    """msag_unet_cpu folds 2x2 pixels into channels first: no conv sees the 256x256 grid, yet
+    the logits come back at the input's size (the pixel-shuffle head)."""
+    model = create_model("msag_unet_cpu").eval()
+    assert model.stride == 16 and model.config["stem_stride"] == 2
+    seen = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1]))
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
+    with torch.inference_mode():
+        out = model(torch.randn(1, 1, 256, 256))
+    for hook in hooks:
+        hook.remove()
+    assert out.shape == (1, 1, 256, 256)
+    assert max(seen) == 128
+
+
+def test_configs_written_before_the_stem_rebuild_their_own_architecture():
+    """A weights file from before ``stem_stride`` existed (the 0.55 M, 5-level, width-8 network)
+    has no such key; it must load as the stride-1 network it was trained as."""
+    config = create_model("msag_unet_cpu", stem_stride=1, depth=5, base_width=8).config
+    del config["stem_stride"]
+    model = build_from_config(config)
+    assert model.config["stem_stride"] == 1 and isinstance(model.stem, torch.nn.Identity)
+    assert model.encoder[0][0][0][0].in_channels == 1  # the first conv sees the image itself
+    assert model.stride == 16
