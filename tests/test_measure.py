@@ -31,6 +31,7 @@ COLUMNS = (
     "components",
     "quality",
     "reason",
+    "notes",
     "heart_area_px",
     "heart_area_cm2",
     "ctr",
@@ -211,7 +212,6 @@ def test_manual_masks_are_ok(test_masks: dict[str, np.ndarray]) -> None:
 @pytest.mark.parametrize(
     ("pair_id", "reason"),
     [
-        ("montgomery/MCUCXR_0030_0", "touches the image border (57 border pixels)"),
         ("shenzhen/CHNCXR_0603_1", "left lung much smaller than the right"),
         ("shenzhen/CHNCXR_0361_1", "3 lung-sized regions, expected 2"),
     ],
@@ -300,12 +300,27 @@ def test_area_far_outside_the_normal_range() -> None:
     assert "outside the normal 6%-55%" in measure_lungs(large).reason
 
 
-def test_touching_the_border_is_flagged() -> None:
+def test_lungs_cut_by_the_border_are_noted_not_flagged() -> None:
+    """A field of view that cuts the lungs makes the areas partial, not the mask wrong: a note,
+    and the whole-lung rules (here: one lung cut away entirely) are not applied."""
     mask = _lungs()
     mask[0:31, 40:42] = True  # the right lung's apex reaches the top edge
     result = measure_lungs(mask)
-    assert result.quality == "check"
-    assert result.reason == "touches the image border (2 border pixels)"
+    assert result.quality == "ok" and result.reason == ""
+    assert result.notes.startswith("lungs cut by the image border (2 border pixels)")
+    one_side = _lungs()[:, :100]  # a crop that keeps the right lung only, cut at the top
+    one_side[0:30, 40:42] = True
+    result = measure_lungs(one_side)
+    assert result.quality == "ok" and "cut by the image border" in result.notes
+    uncut = measure_lungs(_lungs()[:, :100])  # the same lung clear of the border: implausible
+    assert uncut.quality == "check" and "1 lung-sized region, expected 2" in uncut.reason
+
+
+@pytest.mark.data
+def test_a_manual_mask_cut_by_the_border_gets_the_note(pairs: dict[str, Pair]) -> None:
+    result = measure_lungs(load_full_mask(pairs["montgomery/MCUCXR_0030_0"]))
+    assert result.quality == "ok"
+    assert result.notes.startswith("lungs cut by the image border (57 border pixels)")
 
 
 @pytest.mark.parametrize("spacing", [(0.0, 1.0), (1.0,), (1.0, float("nan")), (-1.0, 1.0)])

@@ -17,7 +17,11 @@ missing one.
 :func:`measure_lungs` adds the areas (cm2 when the pixel spacing is known) and flags a mask as
 ``"check"`` when it is implausible for a frontal chest X-ray. The normal ranges were MEASURED on
 the 704 manual masks (see the constants) and set a margin beyond the extremes, so a flag means
-"unlike any manual mask", not "unusual".
+"unlike any manual mask", not "unusual". Lungs cut by the image border (a field of view that
+does not hold the whole chest) are not implausible but incomplete: the mask can match what is
+visible, so the shape rules, which assume whole lungs, are not applied, and ``notes`` says that
+the areas and the CTR cover only the visible part; whether such a mask can be trusted is then
+the quality estimate's call (:mod:`lungseg.quality`).
 
 The cardiothoracic ratio (:func:`cardiothoracic_extents`) is the heart's widest horizontal
 extent over the thorax's, the thorax being the two lungs' outer horizontal extent (from the
@@ -73,9 +77,9 @@ RIGHT_LEFT_RATIO_RANGE = (0.4, 3.0)
 # masks are at most 0.00027; the one larger extra piece is CHNCXR_0361_1's (0.0127), a lung
 # drawn in two pieces, rightly flagged.
 MIN_LUNG_FRACTION = 0.005
-# Border pixels a mask may cover before it "touches the border". 6 manual masks reach it, with
-# 8 to 62 border pixels: lungs cut by the image edge, whose area is then too small. Any contact
-# is flagged, so those 6 are "check" on purpose.
+# Border pixels a mask may cover before its lungs count as cut by the border. 6 manual masks
+# reach it, with 8 to 62 border pixels: lungs cut by the image edge, whose area is then too
+# small. Any contact is noted (``notes``), and the whole-lung shape rules are skipped.
 MAX_BORDER_PIXELS = 0
 # Total lung area (both lungs, cm2) a frontal chest film can show once the pixel spacing is known.
 # Measured: the 138 Montgomery manual masks at their detector's 0.0875 mm pixels (4020x4892
@@ -106,6 +110,8 @@ class LungMeasurements:
         components: connected components (8-connectivity) of the mask as given, specks included.
         quality: ``"ok"``, or ``"check"`` when the mask is implausible.
         reason: ``""`` when ok, else the reasons in words, joined by ``"; "``.
+        notes: what limits the measurements without making the mask untrustworthy (lungs cut
+            by the image border), ``""`` when nothing does.
         heart_area_px: heart pixels; None without a heart mask (weights without a heart
             channel).
         heart_area_cm2: the heart's area in cm2, or None.
@@ -126,6 +132,7 @@ class LungMeasurements:
     components: int
     quality: str
     reason: str
+    notes: str = ""
     heart_area_px: int | None = None
     heart_area_cm2: float | None = None
     ctr: float | None = None
@@ -230,11 +237,12 @@ def measure_lungs(
         heart: the heart mask (H, W), when the model segments it: adds its area and the CTR.
 
     Returns:
-        The measurements; ``quality`` is ``"check"`` when the mask has no lung, not exactly two
-        lung-sized components, a total area outside :data:`AREA_FRACTION_RANGE` of the image, a
-        right/left ratio outside :data:`RIGHT_LEFT_RATIO_RANGE` (or a side with no lung),
-        lung on the image border, or (with a pixel spacing) a total area in cm2 outside
-        :data:`LUNG_AREA_CM2_RANGE`, which says the spacing is wrong.
+        The measurements; ``quality`` is ``"check"`` when the mask has no lung, or (with a pixel
+        spacing) a total area in cm2 outside :data:`LUNG_AREA_CM2_RANGE`, which says the
+        spacing is wrong, or, for lungs the image border does not cut (else ``notes`` says
+        so), not exactly two lung-sized components, a total area outside
+        :data:`AREA_FRACTION_RANGE` of the image or a right/left ratio outside
+        :data:`RIGHT_LEFT_RATIO_RANGE` (or a side with no lung).
 
     Raises:
         ValueError: ``mask`` is not 2-D, or the spacing is not two positive finite numbers.
@@ -250,7 +258,15 @@ def measure_lungs(
     def cm2(pixels: int | None) -> float | None:
         return None if cm2_per_pixel is None or pixels is None else pixels * cm2_per_pixel
 
-    reasons = _implausibilities(mask, right, left, sizes, cm2(right + left))
+    border = _border_pixels(mask)
+    cut = border > MAX_BORDER_PIXELS
+    reasons = _implausibilities(mask, right, left, sizes, cm2(right + left), whole=not cut)
+    notes = (
+        f"lungs cut by the image border ({border} border pixels): areas and CTR cover only the "
+        "visible part"
+        if cut
+        else ""
+    )
 
     heart_px = ctr = cardiomegaly = None
     if heart is not None:
@@ -273,6 +289,7 @@ def measure_lungs(
         components=int(count),
         quality="check" if reasons else "ok",
         reason="; ".join(reasons),
+        notes=notes,
         heart_area_px=heart_px,
         heart_area_cm2=cm2(heart_px),
         ctr=ctr,
@@ -345,14 +362,38 @@ def _widest_run_centre(flags: np.ndarray, centre: float) -> float:
 
 
 def _implausibilities(
-    mask: np.ndarray, right: int, left: int, sizes: np.ndarray, area_cm2: float | None = None
+    mask: np.ndarray,
+    right: int,
+    left: int,
+    sizes: np.ndarray,
+    area_cm2: float | None = None,
+    *,
+    whole: bool = True,
 ) -> list[str]:
     """The reasons, in words, why a mask is unlike every manual mask; empty when it is plausible.
 
     ``area_cm2`` (the total, None without a pixel spacing) is checked against
-    :data:`LUNG_AREA_CM2_RANGE`."""
+    :data:`LUNG_AREA_CM2_RANGE`. ``whole=False`` (lungs cut by the image border) skips the
+    rules that assume whole lungs: their count, share of the image and right/left ratio."""
     if right + left == 0:
         return ["no lung found"]
+    reasons = []
+    if whole:
+        reasons += _whole_lung_implausibilities(mask, right, left, sizes)
+    if area_cm2 is not None:
+        low, high = LUNG_AREA_CM2_RANGE
+        if not low <= area_cm2 <= high:
+            reasons.append(
+                f"lung area {area_cm2:.3g} cm2, outside any real chest's {low:.0f}-{high:.0f} "
+                "cm2: the pixel spacing is probably wrong"
+            )
+    return reasons
+
+
+def _whole_lung_implausibilities(
+    mask: np.ndarray, right: int, left: int, sizes: np.ndarray
+) -> list[str]:
+    """The shape rules for two whole lungs: two lung-sized regions, area, right/left ratio."""
     reasons = []
     lungs = int(np.count_nonzero(sizes >= MIN_LUNG_FRACTION * mask.size))
     if lungs != 2:
@@ -373,16 +414,6 @@ def _implausibilities(
             reasons.append(
                 f"{smaller} lung much smaller than the {larger} (right/left area ratio "
                 f"{ratio:.2f}, normal {low:.2f}-{high:.2f})"
-            )
-    border = _border_pixels(mask)
-    if border > MAX_BORDER_PIXELS:
-        reasons.append(f"touches the image border ({border} border pixels)")
-    if area_cm2 is not None:
-        low, high = LUNG_AREA_CM2_RANGE
-        if not low <= area_cm2 <= high:
-            reasons.append(
-                f"lung area {area_cm2:.3g} cm2, outside any real chest's {low:.0f}-{high:.0f} "
-                "cm2: the pixel spacing is probably wrong"
             )
     return reasons
 

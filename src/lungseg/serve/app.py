@@ -101,6 +101,11 @@ class LungAreas(BaseModel):
     components: int = Field(description="connected regions of the mask")
     quality: Literal["ok", "check"]
     reason: str = Field(description="why the mask looks implausible; empty when ok")
+    notes: str = Field(
+        "",
+        description="what limits the measurements without making the mask wrong (lungs cut by "
+        "the image border: areas and CTR cover only the visible part); empty when nothing does",
+    )
     estimated_dice: float | None = Field(
         None,
         description="the Dice this mask is expected to score against a careful manual one "
