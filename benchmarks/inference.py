@@ -3,8 +3,9 @@
 Everything below runs in ONE process on the same images, so the numbers are comparable:
 
 1. End to end: images/s of ``lungseg predict`` (decode, network, resize back, post-process,
-   write mask + overlay PNGs and the results table) on the test images of a split, for the
-   shipped model and the peers, with the torch backend (fp32) and the onnxruntime backend.
+   write mask + heart + overlay PNGs and the results table) on the test images of a split,
+   resized to ``--resize`` PNGs (512x512 by default), for the shipped model and the peers, with
+   the torch backend (at the CLI's ``--precision auto``) and the onnxruntime backend.
    The runs take turns, ``--chunk`` images per ``predict`` call, each call into a fresh folder
    (so no image is skipped as already done).
 2. Model only: latency per image at each batch size for PyTorch fp32, PyTorch under bf16
@@ -12,6 +13,9 @@ Everything below runs in ONE process on the same images, so the numbers are comp
    warm-up, models taking turns), at the shipped model's input size.
 3. bf16 accuracy: test Dice of the shipped model in fp32 and under bf16 autocast, through
    ``lungseg.evaluate``; bf16 is worth using only where it changes Dice by less than 0.001.
+4. INT8: the shipped ONNX model quantised statically by ONNX Runtime (calibrated on val
+   images), timed beside fp32 ONNX and scored on the same test images; worth offering only
+   where test Dice moves by at most 0.001.
 
 The peers (``smp_unet_r34``, ``monai_attention_unet``, see benchmarks/models.py) run through
 the same Segmenter, predict and export code as the shipped model: they enter lungseg's registry
@@ -23,8 +27,8 @@ X-ray against PyTorch before writing it.
 
 Run it in the benchmark venv (benchmarks/README.md), e.g. on one pinned core::
 
-    OMP_NUM_THREADS=1 taskset -c 0 .venv-bench/bin/python benchmarks/inference.py \\
-        --threads 1 --budget 10 --out benchmarks/results/inference_1thread.md
+    .venv-bench/bin/python benchmarks/inference.py --threads 2 --budget 10 \\
+        --out benchmarks/results/inference.md
 """
 
 from __future__ import annotations
@@ -268,6 +272,87 @@ def measure_dice(
     return dice, Bf16Check(images=len(subset), fp32=fp32, bf16=bf16)
 
 
+@dataclass(frozen=True)
+class Int8Check:
+    """The shipped model quantised to INT8 by ONNX Runtime: speed and test Dice against fp32."""
+
+    calibration_images: int
+    ms: dict[int, float]
+    """Batch -> ms per image, timed beside the fp32 ONNX model."""
+    fp32_ms: dict[int, float]
+    dice: float
+    fp32_dice: float
+
+    @property
+    def acceptable(self) -> bool:
+        return abs(self.dice - self.fp32_dice) <= INT8_DICE_TOLERANCE
+
+
+INT8_DICE_TOLERANCE = 0.001  # the issue's bar: INT8 only where test Dice moves by at most this
+
+
+def quantize_int8(candidate: Candidate, calibration: list[Pair], out: Path) -> Path:
+    """Static INT8 quantisation (QDQ, per-channel weights) of ``candidate``'s ONNX file,
+    activations calibrated on ``calibration`` (val X-rays, prepared as the Segmenter does);
+    the lungseg metadata is carried over so the result runs as a lungseg model."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    segmenter = Segmenter.from_pretrained(candidate.weights)
+    inputs = [
+        {"image": segmenter.prepare(read_image(pair.image)[0]).unsqueeze(0).numpy()}
+        for pair in calibration
+    ]
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(inputs)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    quantize_static(
+        str(candidate.onnx),
+        str(out),
+        Batches(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    source, quantised = onnx.load(str(candidate.onnx)), onnx.load(str(out))
+    onnx.helper.set_model_props(quantised, {p.key: p.value for p in source.metadata_props})
+    onnx.save(quantised, str(out))
+    return out
+
+
+def int8_check(
+    candidates: dict[str, Candidate], pairs: list[Pair], workdir: Path, args: argparse.Namespace
+) -> Int8Check:
+    """Quantise the shipped model on val images, time it beside fp32 ONNX, score it on test."""
+    val = select(discover(args.data).pairs, load_split(args.split), "val")
+    step = max(1, len(val) // args.int8_calibration)
+    calibration = val[::step][: args.int8_calibration]  # spread over the sources
+    progress(f"quantise {SHIPPED} to INT8, calibrated on {len(calibration)} val images")
+    path = quantize_int8(candidates[SHIPPED], calibration, workdir / "shipped_int8.onnx")
+    models = {"fp32": OnnxRuntimeModel(candidates[SHIPPED].onnx), "int8": OnnxRuntimeModel(path)}
+    height, width = models["fp32"].info.image_size
+    ms: dict[str, dict[int, float]] = {"fp32": {}, "int8": {}}
+    for batch in args.batches:
+        cell = measure_cell(models, height, batch, "fp32", args)
+        for name in models:
+            ms[name][batch] = cell[name]
+    progress(f"evaluate {SHIPPED} INT8 and fp32 ONNX on {len(pairs)} images")
+    int8 = mean_dice(Segmenter.from_pretrained(path), pairs)
+    fp32 = mean_dice(Segmenter.from_pretrained(candidates[SHIPPED].onnx), pairs)
+    return Int8Check(len(calibration), ms["int8"], ms["fp32"], int8, fp32)
+
+
 def mean_dice(segmenter: Segmenter, pairs: list[Pair]) -> float:
     return evaluate(segmenter, pairs, progress=False).aggregate()["mean"]["dice"]
 
@@ -288,8 +373,9 @@ def run(args: argparse.Namespace) -> str:
         rates = end_to_end(candidates, inputs, workdir, args)
         latency = model_only(candidates, height, args)
         dice, bf16 = measure_dice(candidates, pairs, args)
+        int8 = int8_check(candidates, pairs, workdir, args)
     usage = (time.perf_counter() - started, cpu_seconds() - cpu_started)
-    return render(args, pairs, height, candidates, rates, latency, dice, bf16, usage)
+    return render(args, pairs, height, candidates, rates, latency, dice, bf16, int8, usage)
 
 
 def cpu_seconds() -> float:
@@ -309,6 +395,7 @@ def render(
     latency: dict[tuple[str, str, int], float],
     dice: dict[str, float],
     bf16: Bf16Check,
+    int8: Int8Check,
     usage: tuple[float, float],
 ) -> str:
     """The markdown report: header, end-to-end table, model-only table, bf16 check, verdict."""
@@ -415,6 +502,24 @@ def render(
         f"| {bf16.images} | {bf16.fp32:.5f} | {bf16.bf16:.5f} | {bf16.change:.5f} "
         f"| {'yes' if bf16.acceptable else 'no'} |",
         "",
+        "## INT8: ONNX Runtime static quantisation of the shipped model",
+        "",
+        f"QDQ, per-channel INT8 weights, UINT8 activations calibrated on {int8.calibration_images} "
+        f"val images of {args.split.name}; timed beside the fp32 ONNX model (ms per image); "
+        f"test Dice by `lungseg evaluate` on the images above with each file.",
+        "",
+        "| batch | fp32 ONNX ms/img | INT8 ms/img | INT8 / fp32 |",
+        "|---|---|---|---|",
+        *(
+            f"| {batch} | {int8.fp32_ms[batch]:.1f} | {int8.ms[batch]:.1f} "
+            f"| {int8.ms[batch] / int8.fp32_ms[batch]:.2f} |"
+            for batch in args.batches
+        ),
+        "",
+        f"Test Dice fp32 ONNX {int8.fp32_dice:.5f}, INT8 {int8.dice:.5f} (change "
+        f"{int8.dice - int8.fp32_dice:+.5f}; {'within' if int8.acceptable else 'NOT within'} "
+        f"the {INT8_DICE_TOLERANCE} allowed).",
+        "",
         "## Against the goal",
         "",
         f"{verdict(candidates, rates, latency, dice, args)} {bf16_note}",
@@ -511,6 +616,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="peers.py's --out: trained peer weights are taken from NAME/model.safetensors",
     )
     parser.add_argument("--seed", type=int, default=0, help="random init of untrained peers")
+    parser.add_argument(
+        "--int8-calibration", type=int, default=32, help="val images that calibrate INT8"
+    )
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
     args = parser.parse_args(argv)
     args.split = args.split or args.data / "splits" / "paper_433.json"

@@ -73,6 +73,16 @@ def build(name: str) -> nn.Module:
     return fold_batch_norms(model.eval()).to(memory_format=torch.channels_last)
 
 
+def compiled(model: nn.Module) -> nn.Module:
+    """``torch.compile`` (Inductor, weights frozen into the graph: constant folding and fused
+    C++ kernels; needs a C++ compiler), static shapes: each size and batch compiles once, in the
+    untimed warm-up."""
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
+    return torch.compile(model, dynamic=False)
+
+
 def autocast_for(precision: str) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
@@ -118,6 +128,8 @@ def run(args: argparse.Namespace) -> str:
         torch.set_num_threads(args.threads)
     models = {name: build(name) for name in args.models}
     params = {name: count_parameters(model) for name, model in models.items()}
+    if args.compile:
+        models = {name: compiled(model) for name, model in models.items()}
     results: dict[tuple[str, int, int, str], float] = {}
     for size in args.sizes:
         for batch in args.batches:
@@ -145,7 +157,8 @@ def render(
         f"CPU latency per image: median of up to {args.repeats} runs (at least "
         f"{args.min_repeats}, else stopping after {args.budget:g} s per model and cell) after "
         f"{args.warmup} warm-up, models taking turns; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s), channels_last, inference_mode. 'vs smp' = "
+        f"{torch.get_num_threads()} thread(s), channels_last, inference_mode"
+        f"{', torch.compile (Inductor, frozen weights)' if args.compile else ''}. 'vs smp' = "
         "latency / smp Unet(resnet34) latency at the same size, batch and precision (below 1 "
         "is faster).",
         "",
@@ -210,6 +223,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"]
     )
     add_timing_arguments(parser)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="time every model under torch.compile (Inductor; the warm-up compiles)",
+    )
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.models) - set(list_models()) - set(PEERS))
