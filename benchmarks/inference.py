@@ -49,7 +49,7 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import REFERENCE, add_timing_arguments, measure_cell  # noqa: E402  (timing shared with models.py)
+from models import REFERENCE, add_timing_arguments, for_inference, measure_cell  # noqa: E402  (timing shared with models.py)
 from peers import PEERS, register_peers  # noqa: E402  (peers enter the registry there)
 
 from lungseg.atomic import atomic_write_text  # noqa: E402
@@ -61,7 +61,6 @@ from lungseg.export import ExportReport, export_model  # noqa: E402
 from lungseg.inference import Segmenter  # noqa: E402
 from lungseg.models import create_model  # noqa: E402
 from lungseg.models.complexity import count_parameters  # noqa: E402
-from lungseg.models.fold import fold_batch_norms  # noqa: E402
 from lungseg.png import encode_png  # noqa: E402
 from lungseg.predict import PredictOptions, predict  # noqa: E402
 from lungseg.runtime import describe_cpu  # noqa: E402
@@ -226,8 +225,7 @@ def model_only(
     torch_models = {}
     for name, candidate in candidates.items():
         module = Segmenter.from_pretrained(candidate.weights).model  # a fresh copy
-        # as Segmenter runs it: batch norms folded, channels_last
-        torch_models[name] = fold_batch_norms(module).to(memory_format=torch.channels_last)
+        torch_models[name] = for_inference(module, peer=name != SHIPPED)
     ort_models = {name: OnnxRuntimeModel(c.onnx) for name, c in candidates.items()}
     results = {}
     for batch in args.batches:
