@@ -590,7 +590,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=0, help="first N test images (0: all)")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8], help="model-only")
     add_timing_arguments(parser)
-    parser.add_argument("--batch", type=int, default=4, help="predict's batch size (its default)")
+    parser.add_argument("--batch", type=int, default=8, help="predict's batch size (its default)")
     parser.add_argument(
         "--resize",
         type=int,

@@ -81,7 +81,7 @@ def test_every_option_has_help_text(command: str):
 
 def test_printed_help_reads_like_the_defaults():
     predict = command_parsers()["predict"].format_help()
-    for shown in ("--batch-size N", "(default: 4)", "(default: auto)", "--json PATH"):
+    for shown in ("--batch-size N", "(default: 8)", "(default: auto)", "--json PATH"):
         assert shown in predict
     assert "(default: True)" not in predict and "default: post-" in predict
     evaluate = command_parsers()["evaluate"].format_help()

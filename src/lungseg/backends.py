@@ -105,6 +105,9 @@ class OnnxRuntimeModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
         options.inter_op_num_threads = 1  # one chain of convolutions: nothing to run side by side
+        # Idle threads sleep instead of spinning: predict's decode worker and writer thread
+        # (and anything else on the machine) need the cores between network calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 source if isinstance(source, bytes) else str(source),

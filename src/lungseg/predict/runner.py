@@ -51,7 +51,7 @@ WITHHELD = "withheld"
 class PredictOptions:
     """How to predict; the defaults are what the CLI uses."""
 
-    batch_size: int = 4
+    batch_size: int = 8
     workers: int = 1
     postprocess: bool = True
     probabilities: bool = False
@@ -66,6 +66,8 @@ class PredictOptions:
     """Segment mirrored or upside-down films the right way up (``--fix-orientation``)."""
     min_quality: float | None = None
     """Write no mask whose estimated Dice is below this (``--min-quality``); the row says why."""
+    quality: bool = True
+    """Run the quality pass where the weights carry a quality model (``--no-quality``: never)."""
     progress: bool = True
 
 
@@ -148,6 +150,7 @@ def _predict(
         postprocess=options.postprocess,
         fix_orientation=options.fix_orientation,
         skip_failed=True,
+        quality=None if options.quality else False,
     )
 
     def write(image: InputImage, result: Segmentation | FailedInput) -> bool:
