@@ -69,7 +69,12 @@ def lungs_only_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = {**model.config, "out_channels": 1}
     lungs = build_from_config(config)
     state = model.state_dict()
-    state["head.weight"], state["head.bias"] = state["head.weight"][:1], state["head.bias"][:1]
+    # The head conv gives each label's logits in a block of channels (one per sub-pixel of a
+    # pixel-shuffle head, so 4 with a stride-2 stem); the lungs are the first block.
+    head = "head.0" if "head.0.weight" in state else "head"
+    block = state[f"{head}.weight"].shape[0] // model.config["out_channels"]
+    for kind in ("weight", "bias"):
+        state[f"{head}.{kind}"] = state[f"{head}.{kind}"][:block]
     lungs.load_state_dict(state)
     extra = {k: v for k, v in info.extra.items() if k != "quality_model"}
     path = tmp_path_factory.mktemp("lungs-only") / "lungseg_cxr.safetensors"  # its usual name

@@ -77,8 +77,10 @@ def _break_exporter(monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
 
     def broken(model: torch.nn.Module, info: object) -> bytes:
         shifted = copy.deepcopy(model)
+        head = shifted.head  # a conv, or conv + pixel shuffle (which only moves the logits)
+        conv = head[0] if isinstance(head, torch.nn.Sequential) else head
         with torch.no_grad():
-            shifted.head.bias += 4.0
+            conv.bias += 4.0
         return real(shifted, info)
 
     monkeypatch.setattr(export, name, broken)

@@ -193,7 +193,11 @@ class Segmenter:
             # What runs: batch norms folded into the convolutions (same function, one pass
             # fewer over every map) in channels_last, the layout oneDNN's kernels and the
             # attention's token views want; self.model stays the module as loaded.
-            self._network = fold_batch_norms(self.model).to(memory_format=torch.channels_last)
+            self._network = (
+                self.model  # a loaded TorchScript export runs as it was traced
+                if isinstance(self.model, torch.jit.ScriptModule)
+                else fold_batch_norms(self.model).to(memory_format=torch.channels_last)
+            )
             if precision == "auto" and self.runtime.device.type == "cpu":
                 # Measured, never assumed: bf16 only where this CPU runs this network faster
                 # in it (timed once per machine and network, then cached).

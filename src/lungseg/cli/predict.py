@@ -91,7 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="skip the second, zoomed-out network pass behind estimated_dice (about a third "
         "of the time per image): the verdict then rests on the shape and orientation rules "
-        "alone, and estimated_dice is empty",
+        "alone, and estimated_dice is empty (default: both passes, where the weights carry "
+        "a quality model)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="redo images already done (by default skipped)"
