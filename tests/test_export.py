@@ -282,3 +282,34 @@ def test_cli_evaluate_with_onnxruntime_gives_the_torch_dice(
     assert results["torch"]["n"] == results["onnxruntime"]["n"] == 3
     assert results["onnxruntime"]["dice"] == pytest.approx(results["torch"]["dice"], abs=0.001)
     assert results["torch"]["dice"] > 0.9  # a real model on real X-rays, not two empty masks
+
+
+def test_a_compiled_network_gives_the_eager_masks(
+    torch_segmenter: Segmenter, xrays: list[Path]
+) -> None:
+    """``compile=True`` (what ``predict --compile`` asks for) computes the same function."""
+    compiled = Segmenter.from_pretrained(compile=True)
+    expected = torch_segmenter(xrays[0], postprocess=False)
+    got = compiled(xrays[0], postprocess=False)
+    assert dice(got.mask, expected.mask) >= 0.999
+    assert dice(got.heart, expected.heart) >= 0.999
+
+
+def test_a_network_that_cannot_compile_runs_eager_and_says_so(
+    torch_segmenter: Segmenter,
+    xrays: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def no_compiler(module: torch.nn.Module, **_: object) -> Callable:
+        def fail(batch: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    segmenter = Segmenter.from_pretrained(compile=True)
+    got = segmenter(xrays[0], postprocess=False)
+    assert "torch.compile failed (RuntimeError: InvalidCxxCompiler" in caplog.text
+    expected = torch_segmenter(xrays[0], postprocess=False)
+    assert np.array_equal(got.mask, expected.mask)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lungseg.backends import OnnxRuntimeModel, resolve_backend
+from lungseg.compiled import CompiledNetwork
 from lungseg.data.io import NOT_FRONTAL, ImageMeta, as_grey_image, read_image
 from lungseg.data.transforms import preprocess
 from lungseg.errors import InvalidInputError, LungsegError
@@ -169,6 +170,7 @@ class Segmenter:
         info: WeightsInfo,
         device: str = "cpu",
         precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         """Wrap a ready model.
 
@@ -182,6 +184,9 @@ class Segmenter:
                 Python default is fp32, the reference every other precision is checked
                 against; the CLI defaults to auto. An OnnxRuntimeModel chose both when its
                 session was built and returns fp32 CPU logits, so torch only resizes them.
+            compile: run the torch network under ``torch.compile`` (:mod:`lungseg.compiled`:
+                faster on long runs, tens of seconds per new batch shape, eager where it
+                cannot compile); ignored by the onnxruntime backend.
         """
         self.precision_choice: PrecisionChoice | None = None
         if isinstance(model, nn.Module):
@@ -206,6 +211,8 @@ class Segmenter:
                     self._network, shape, training=False, channels_last=True
                 )
                 self.runtime = Runtime(self.runtime.device, self.precision_choice.dtype)
+            if compile:
+                self._network = CompiledNetwork(self._network)
         else:
             self.backend = "onnxruntime"
             self.runtime = resolve_runtime("cpu", "fp32")
@@ -222,6 +229,7 @@ class Segmenter:
         device: str = "cpu",
         precision: str = "fp32",
         backend: str | None = None,
+        compile: bool = False,
     ) -> Segmenter:
         """Load a model from ``weights``, or the model shipped in the package.
 
@@ -232,6 +240,7 @@ class Segmenter:
             precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (onnxruntime: fp32 only).
             backend: ``torch`` or ``onnxruntime``; None picks ``onnxruntime`` for a ``.onnx``
                 file and ``torch`` otherwise.
+            compile: ``torch.compile`` the network (torch backend; see :meth:`__init__`).
 
         Raises:
             LungsegError: backend ``onnxruntime`` without ``weights``. The shipped model is not
@@ -251,7 +260,7 @@ class Segmenter:
             runner = OnnxRuntimeModel(weights, device=device, precision=precision)
             return cls(runner, runner.info)
         model, info = load_weights(weights if weights is not None else shipped_weights_path())
-        return cls(model, info, device=device, precision=precision)
+        return cls(model, info, device=device, precision=precision, compile=compile)
 
     @property
     def input_size(self) -> tuple[int, int]:

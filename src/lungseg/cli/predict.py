@@ -86,6 +86,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "'withheld'); needs weights with a calibrated quality model",
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the network under torch.compile: faster on long runs, but tens of seconds "
+        "of compiling per batch size first; runs uncompiled (with a warning) where it cannot "
+        "compile (torch backend only)",
+    )
+    parser.add_argument(
         "--no-quality",
         dest="quality",
         action="store_false",
@@ -121,7 +128,11 @@ def run(args: argparse.Namespace) -> int:
     from lungseg.predict import PredictOptions, predict
 
     segmenter = Segmenter.from_pretrained(
-        args.weights, device=args.device, precision=args.precision, backend=args.backend
+        args.weights,
+        device=args.device,
+        precision=args.precision,
+        backend=args.backend,
+        compile=args.compile,
     )
     log.debug("%s", describe_runtime(segmenter))  # -v shows it; stderr stays quiet
     if args.min_quality is not None and not args.quality:
