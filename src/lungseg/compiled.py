@@ -1,7 +1,7 @@
 """The inference network under ``torch.compile``, falling back to eager when it cannot compile.
 
 Inductor with frozen weights (constants folded into the graph, kernels fused and written in C++)
-runs ``msag_unet_cpu`` about 1.4-1.8x faster than eager PyTorch on a CPU
+runs ``msag_unet_cpu`` about 1.5-1.6x faster than eager PyTorch on a CPU (bf16)
 (``benchmarks/models.py --compile``), because the network is many small, memory-bound kernels
 whose launches and passes over memory fusion removes. The price is compile time: tens of seconds
 for each batch shape the first time it is seen, so it pays on long runs (``lungseg predict
