@@ -40,11 +40,11 @@ class CompiledNetwork:
                 with inductor.patch(freezing=True):  # weights are constants at inference
                     return self._compiled(batch)
             except Exception as err:  # noqa: BLE001 - no compiler, an unsupported op, ...
-                first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                message = str(err).strip().splitlines()
                 log.warning(
                     "torch.compile failed (%s: %s); running the network uncompiled",
                     type(err).__name__,
-                    first_line[:200],
+                    message[0][:200] if message else "",
                 )
                 self._compiled = None
         return self.eager(batch)

@@ -442,13 +442,9 @@ class Segmenter:
         right way up, and its result flipped back onto the file's pixels."""
         if not items:
             return
-        batch = torch.stack([item["input"] for item in items])
-        if quality:  # both passes in one network call: a larger batch runs faster per image
-            both = self.logits(torch.cat([batch, zoomed_out(batch)]))
-            logits, second = both[: len(items)], zoomed_back(both[len(items) :])
-        else:
-            logits, second = self.logits(batch), [None] * len(items)
+        logits, second = self._passes(torch.stack([item["input"] for item in items]), quality)
         options = {"postprocess": postprocess, "threshold": threshold}
+        second = second if second is not None else [None] * len(items)
         for item, image_logits, tta_logits in zip(items, logits, second, strict=True):
             result = self.finish(
                 self.probabilities_at(image_logits, item["size"]),
@@ -465,6 +461,16 @@ class Segmenter:
             result.grey = item.get("grey")
             yield result
 
+    def _passes(
+        self, batch: torch.Tensor, quality: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's logits and, with ``quality``, those of its zoomed-out copy mapped back;
+        both passes go through one network call (a larger batch runs faster per image)."""
+        if not quality:
+            return self.logits(batch), None
+        both = self.logits(torch.cat([batch, zoomed_out(batch)]))
+        return both[: len(batch)], zoomed_back(both[len(batch) :])
+
     def _upright(
         self, item: dict[str, Any], flip: str, quality: bool, options: dict[str, Any]
     ) -> Segmentation:
@@ -475,12 +481,11 @@ class Segmenter:
         film still looks wrong.
         """
         upright = torch.from_numpy(apply_flip(item["input"].numpy(), flip).copy())[None]
-        logits = self.logits(upright)
-        tta = zoomed_back(self.logits(zoomed_out(upright)))[0, 0] if quality else None
+        logits, tta = self._passes(upright, quality)
         result = self.finish(
             self.probabilities_at(logits[0], item["size"]),
             item["meta"],
-            network_logits=None if tta is None else (logits[0, 0], tta),
+            network_logits=None if tta is None else (logits[0, 0], tta[0, 0]),
             **options,
         )
         note = f"orientation corrected ({FLIP_NAMES[flip]}) before segmenting"

@@ -301,10 +301,12 @@ def msag_unet_cpu(**overrides: Any) -> UNet:
     A pixel-unshuffle stem (2x2 pixels into 4 channels), then 4 levels of base width 16 (0.55 M
     parameters at 256x256, stride 16 as before), one 16-channel head per level up to stride 4,
     then 2 and 4; queries pooled to a 32x32 grid at 256x256 at every level above the bottleneck.
-    Measured in ``benchmarks/models.py``: a stride-1 level of width 8 took about half of the
-    network's CPU time for a tenth of its arithmetic (memory-bound passes over 256x256 maps), so
-    the stem removes it; attention costs about as much time as the convolutions beside it in
-    eager PyTorch on a CPU (each call is a dozen small kernels), so the convolutions stay narrow.
+    The stem replaces the stride-1 level of width 8 the network had before, whose narrow
+    convolutions over full 256x256 maps wait on memory rather than arithmetic on a CPU
+    (``benchmarks/models.py``: 25.4 -> 14.0 ms at batch 1 in bf16 on this project's
+    AVX512-BF16 machine, README "Speed on a CPU"); attention costs about as much time as the
+    convolutions beside it in eager PyTorch on a CPU (each call is a dozen small kernels), so
+    the convolutions stay narrow.
     Weights files written before the stem existed (stride-1, base width 8, 5 levels) record
     their own arguments and load unchanged.
     """
