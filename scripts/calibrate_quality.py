@@ -17,15 +17,12 @@ import argparse
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save
-
-from lungseg.atomic import atomic_write_bytes
 from lungseg.data.degrade import DEGRADATIONS
 from lungseg.data.discovery import discover, load_split, select
 from lungseg.evaluate import quality_records
 from lungseg.inference import Segmenter
 from lungseg.quality import QualityModel
-from lungseg.weights import load_weights
+from lungseg.weights import load_weights, rewrite_metadata
 
 PER_IMAGE = 2  # degraded copies per val image, besides the clean one
 SEED = 20261202
@@ -52,8 +49,7 @@ def main() -> int:
     )
     _, info = load_weights(args.weights)
     info.extra["quality_model"] = model.to_dict()
-    state = load_file(str(args.weights))  # the stored tensors, dtype unchanged
-    atomic_write_bytes(args.weights, save(state, metadata=info.to_metadata()))
+    rewrite_metadata(args.weights, info)
     failed = sum(r["dice"] < 0.85 for r in records)
     print(json.dumps(model.to_dict(), indent=2))
     print(f"{len(records)} val masks, {failed} failed (Dice < 0.85); wrote {args.weights}")

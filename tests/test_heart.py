@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from PIL import Image
 from lungseg.data.dataset import SegmentationDataset
 from lungseg.data.discovery import discover
 from lungseg.data.masks import read_mask
+from lungseg.evaluate import PairPrediction, tune_heart_threshold
 from lungseg.inference import Segmenter
 from lungseg.losses import build_loss
 from lungseg.measure import cardiothoracic_extents, measure_lungs
@@ -139,11 +141,34 @@ def tiny_heart_segmenter() -> Segmenter:
     return Segmenter(model, info)
 
 
+def test_the_heart_threshold_is_the_one_whose_ctr_matches_the_manual_masks() -> None:
+    """Heart probability 0.62 on the true heart's columns, lower the farther outside: only the
+    cut 0.60 gives the manual CTR, lower cuts widen the heart, higher ones lose it."""
+    lungs, heart = two_lungs_and_heart()
+    probabilities = np.zeros(heart.shape, dtype=np.float32)
+    for step, value in enumerate((0.62, 0.57, 0.52, 0.47, 0.42)):
+        columns = slice(40 - 5 * step, 90 + 5 * step)
+        band = probabilities[50:85, columns]
+        band[band == 0] = value
+    result = SimpleNamespace(
+        probabilities=lungs.astype(np.float32), heart_probabilities=probabilities
+    )
+    item = PairPrediction(pair=None, result=result, truth=lungs, heart_truth=heart)
+    chosen, scores = tune_heart_threshold(tiny_heart_segmenter(), [item, item])
+    assert chosen == 0.6 and scores[0.6]["ctr_error"] == 0.0 and scores[0.6]["dice"] == 1.0
+    assert scores[0.45]["ctr_error"] == pytest.approx((80 - 50) / 105)  # columns 25..104
+    assert scores[0.65]["ctr_error"] == pytest.approx(50 / 105)  # no heart left: CTR 0
+    without_heart = PairPrediction(pair=None, result=result, truth=lungs, heart_truth=None)
+    assert tune_heart_threshold(tiny_heart_segmenter(), [without_heart]) == (0.5, {})
+
+
 def test_weights_record_their_labels_and_refuse_a_mismatch(tmp_path: Path) -> None:
     segmenter = tiny_heart_segmenter()
+    segmenter.info.heart_threshold = 0.35
     save_weights(tmp_path / "heart.safetensors", segmenter.model, segmenter.info)
     _, info = load_weights(tmp_path / "heart.safetensors")
-    assert info.labels == ("lungs", "heart")
+    assert info.labels == ("lungs", "heart") and info.heart_threshold == 0.35
+    assert Segmenter.from_pretrained(tmp_path / "heart.safetensors").heart_threshold == 0.35
     wrong = WeightsInfo(model_config=segmenter.model.config, image_size=(64, 64))
     save_weights(tmp_path / "wrong.safetensors", segmenter.model, wrong)
     with pytest.raises(Exception, match="1 labels for 2 output channels"):
@@ -165,14 +190,14 @@ def test_lungs_only_weights_without_labels_still_load_and_predict(
 
     with safe_open(str(tmp_path / "new.safetensors"), framework="pt") as handle:
         meta = dict(handle.metadata())
-    del meta["labels"]  # as files written before the heart channel
+    del meta["labels"], meta["heart_threshold"]  # as files written before the heart channel
     meta["model_config"] = json.dumps(
         {k: v for k, v in json.loads(meta["model_config"]).items() if k != "out_channels"}
     )
     save_file(load_file(str(tmp_path / "new.safetensors")), tmp_path / "old.safetensors", meta)
 
     segmenter = Segmenter.from_pretrained(tmp_path / "old.safetensors")
-    assert not segmenter.has_heart
+    assert not segmenter.has_heart and segmenter.heart_threshold == 0.5
     result = segmenter(test_split_pairs[0].image)
     assert result.heart is None
     assert result.measurements.ctr is None and result.measurements.heart_area_px is None
@@ -225,6 +250,7 @@ def test_a_heart_run_learns_the_heart_channel(data_root: Path, tmp_path: Path) -
     assert len(history) == 3 and all(row["val_dice_heart"] for row in history)
     _, info = load_weights(tmp_path / "run" / "model.safetensors")
     assert info.labels == ("lungs", "heart") and "val_heart_dice" in summary
+    assert summary["heart_threshold"] == info.heart_threshold  # chosen on val by CTR error
 
     montgomery_only = tmp_path / "lungs_only.json"
     montgomery_only.write_text(

@@ -48,10 +48,6 @@ FLIP_NAMES = {
 }
 """How a result names the flip :mod:`lungseg.orientation` found and undid."""
 
-HEART_THRESHOLD = 0.5
-"""The heart channel's cut. Only the lung threshold is chosen on validation: the heart is one
-large, smooth shape whose Dice hardly moves between 0.4 and 0.6."""
-
 
 @dataclass
 class Segmentation:
@@ -66,6 +62,8 @@ class Segmentation:
         meta: what the file said about itself, when the input was a file.
         heart: bool (H, W) heart (one component, holes filled when post-processed); None when
             the weights have no heart channel.
+        heart_probabilities: float32 (H, W) heart probability before its threshold; None when
+            the weights have no heart channel.
         grey: the decoded X-ray as 8-bit grey (H, W), for overlays; None for array inputs.
         quality_signals: what :mod:`lungseg.quality` estimates the Dice from; None when the
             second pass did not run.
@@ -77,6 +75,7 @@ class Segmentation:
     measurements: LungMeasurements
     meta: ImageMeta | None = None
     heart: np.ndarray | None = None
+    heart_probabilities: np.ndarray | None = None
     grey: np.ndarray | None = None
     quality_signals: dict[str, float] | None = None
 
@@ -220,6 +219,7 @@ class Segmenter:
             self._network = model
         self.info = info
         self.threshold = info.threshold
+        self.heart_threshold = info.heart_threshold
 
     @classmethod
     def from_pretrained(
@@ -318,9 +318,7 @@ class Segmenter:
         mask = postprocess_mask(raw) if postprocess else raw
         heart = None
         if self.has_heart:
-            heart = probabilities[1] > HEART_THRESHOLD
-            if postprocess:
-                heart = postprocess_mask(heart, keep=1)
+            heart = self.heart_mask(probabilities[1], postprocess=postprocess)
         spacing = meta.pixel_spacing_mm if meta is not None else None
         measurements = _flag_film(measure_lungs(mask, spacing, heart=heart), meta)
         orientation = check_orientation(mask, heart)
@@ -339,6 +337,7 @@ class Segmenter:
             measurements=measurements,
             meta=meta,
             heart=heart,
+            heart_probabilities=probabilities[1] if self.has_heart else None,
             quality_signals=signals,
         )
 
@@ -363,6 +362,14 @@ class Segmenter:
         """(H, W) lung probabilities -> the bool lung mask (the weights' threshold by default)."""
         mask = probabilities > (self.threshold if threshold is None else threshold)
         return postprocess_mask(mask) if postprocess else mask
+
+    def heart_mask(
+        self, probabilities: np.ndarray, threshold: float | None = None, *, postprocess: bool = True
+    ) -> np.ndarray:
+        """(H, W) heart probabilities -> the bool heart mask (the weights' heart threshold by
+        default; post-processing keeps its largest component and fills its holes)."""
+        mask = probabilities > (self.heart_threshold if threshold is None else threshold)
+        return postprocess_mask(mask, keep=1) if postprocess else mask
 
     def predict_many(
         self,
@@ -494,8 +501,9 @@ class Segmenter:
             name: np.ascontiguousarray(apply_flip(getattr(result, name), flip))
             for name in ("mask", "probabilities", "labels")
         }
-        if result.heart is not None:
-            back["heart"] = np.ascontiguousarray(apply_flip(result.heart, flip))
+        for name in ("heart", "heart_probabilities"):
+            if getattr(result, name) is not None:
+                back[name] = np.ascontiguousarray(apply_flip(getattr(result, name), flip))
         measurements = dataclasses.replace(result.measurements, reason=reason)
         return dataclasses.replace(result, measurements=measurements, **back)
 

@@ -1,9 +1,10 @@
 """Deployable weights: a safetensors file that carries everything needed to run the model.
 
 The safetensors header metadata holds (as JSON strings) the architecture arguments, the input
-size, the preprocessing, the decision threshold chosen on validation data and the lungseg
-version, so ``load_weights(path)`` rebuilds a ready model with no other file and no pickle.
-Safetensors cannot execute code on load, unlike a pickled checkpoint.
+size, the preprocessing, the decision thresholds chosen on validation data (lungs, and the
+heart where there is a heart channel) and the lungseg version, so ``load_weights(path)``
+rebuilds a ready model with no other file and no pickle. Safetensors cannot execute code on
+load, unlike a pickled checkpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class WeightsInfo:
     model_config: dict[str, Any]
     image_size: tuple[int, int]
     threshold: float = 0.5
+    heart_threshold: float = 0.5
     labels: tuple[str, ...] = LABELS
     preprocessing: str = PREPROCESSING
     lungseg_version: str = __version__
@@ -45,6 +47,7 @@ class WeightsInfo:
             "model_config": json.dumps(self.model_config),
             "image_size": json.dumps(list(self.image_size)),
             "threshold": json.dumps(self.threshold),
+            "heart_threshold": json.dumps(self.heart_threshold),
             "labels": json.dumps(list(self.labels)),
             "preprocessing": self.preprocessing,
             "lungseg_version": self.lungseg_version,
@@ -57,6 +60,7 @@ class WeightsInfo:
             model_config=json.loads(meta["model_config"]),
             image_size=tuple(json.loads(meta["image_size"])),  # type: ignore[arg-type]
             threshold=float(json.loads(meta.get("threshold", "0.5"))),
+            heart_threshold=float(json.loads(meta.get("heart_threshold", "0.5"))),
             labels=tuple(json.loads(meta.get("labels", json.dumps(list(LABELS))))),
             preprocessing=meta.get("preprocessing", PREPROCESSING),
             lungseg_version=meta.get("lungseg_version", "unknown"),
@@ -78,6 +82,15 @@ def save_weights(
             tensor = tensor.half()
         state[name] = tensor
     atomic_write_bytes(path, save(state, metadata=info.to_metadata()))
+
+
+def rewrite_metadata(path: str | Path, info: WeightsInfo) -> None:
+    """Replace a weights file's header with ``info``, keeping its tensors and their dtype
+    (atomically): what a choice made on val after training (quality model, heart threshold)
+    writes."""
+    from safetensors.torch import load_file, save
+
+    atomic_write_bytes(path, save(load_file(str(path)), metadata=info.to_metadata()))
 
 
 def load_weights(
@@ -115,8 +128,11 @@ def load_weights(
         size_ok = len(info.image_size) == 2 and all(
             isinstance(v, int) and v > 0 for v in info.image_size
         )
-        if not size_ok or not 0.0 <= info.threshold <= 1.0:
-            raise ValueError(f"image_size {info.image_size}, threshold {info.threshold}")
+        cuts_ok = all(0.0 <= cut <= 1.0 for cut in (info.threshold, info.heart_threshold))
+        if not size_ok or not cuts_ok:
+            raise ValueError(
+                f"image_size {info.image_size}, thresholds {info.threshold}, {info.heart_threshold}"
+            )
         # Shapes only, no memory: forged metadata may describe a network of terabytes.
         with torch.device("meta"):
             model = build_from_config(info.model_config)

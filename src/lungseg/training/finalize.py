@@ -1,7 +1,8 @@
-"""The end of a run: pick the decision threshold on val and write the deployable model.
+"""The end of a run: pick the decision thresholds on val and write the deployable model.
 
-The best checkpoint (by val Dice at network resolution) is reloaded, its threshold is chosen by
-mean val Dice at ORIGINAL resolution on the post-processed masks users get, and
+The best checkpoint (by val Dice at network resolution) is reloaded, its lung threshold is chosen
+by mean val Dice at ORIGINAL resolution on the post-processed masks users get, its heart
+threshold (where it has a heart channel) by the val CTR error on those masks, and
 ``model.safetensors`` + ``summary.json`` + ``val_predictions.png`` are written. Each val image
 is decoded and run once. The test subset is never touched here.
 """
@@ -13,12 +14,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from lungseg.atomic import atomic_write_text
 from lungseg.config import TrainConfig
 from lungseg.data.discovery import Pair
-from lungseg.evaluate import PairPrediction, predict_pairs, tune_threshold
+from lungseg.evaluate import PairPrediction, predict_pairs, tune_heart_threshold, tune_threshold
 from lungseg.inference import Segmenter
 from lungseg.metrics import dice
 from lungseg.training.reports import plot_predictions
@@ -39,7 +38,7 @@ def finalize_run(
     fit: dict[str, Any],
     precision: str,
 ) -> dict[str, Any]:
-    """Choose the threshold for ``run``'s best weights on ``val`` and write the final model.
+    """Choose the thresholds for ``run``'s best weights on ``val`` and write the final model.
 
     Args:
         fit: what :meth:`Trainer.fit` returned (epochs, best_epoch, best_val_dice, seconds).
@@ -49,22 +48,33 @@ def finalize_run(
     segmenter = Segmenter(model, info, device="cpu", precision="fp32")
     shown_ids = {p.id for p in val[:: max(1, len(val) // N_FIGURE_ROWS)][:N_FIGURE_ROWS]}
     shown: list[PairPrediction] = []
-    heart_dice: list[float] = []
+    with_heart: list[PairPrediction] = []
 
-    def one_pass() -> Any:  # keeps what the figure and the heart score need on the way
+    def one_pass() -> Any:  # keeps what the figure and the heart's threshold need on the way
         for item in predict_pairs(
             segmenter, val, workers=min(config.workers, 2), desc="tune threshold"
         ):
             if item.pair.id in shown_ids:
                 shown.append(item)
-            if item.heart_truth is not None and item.result.heart is not None:
-                heart_dice.append(dice(item.result.heart, item.heart_truth))
+            if item.heart_truth is not None and item.result.heart_probabilities is not None:
+                with_heart.append(item)
             yield item
 
     threshold, scores = tune_threshold(
         segmenter, one_pass(), by_source=config.selection == "source_mean"
     )
-    info.threshold = threshold
+    segmenter.threshold = info.threshold = threshold
+    heart_threshold, heart_scores = tune_heart_threshold(segmenter, with_heart)
+    info.heart_threshold = heart_threshold
+    heart = (
+        {
+            "heart_threshold": heart_threshold,
+            "val_heart_dice": round(heart_scores[heart_threshold]["dice"], 5),
+            "val_ctr_error": round(heart_scores[heart_threshold]["ctr_error"], 5),
+        }
+        if heart_scores
+        else {}
+    )
     info.extra.update(
         {
             "run": str(run.path),
@@ -73,11 +83,10 @@ def finalize_run(
             "val_dice_network_res": round(fit["best_val_dice"], 5),
             "train_precision": precision,
             "val_dice_by_threshold": {f"{t:.2f}": round(s, 5) for t, s in scores.items()},
-            **({"val_heart_dice": round(float(np.mean(heart_dice)), 5)} if heart_dice else {}),
+            **heart,
         }
     )
     save_weights(run.final_weights, model, info)
-    segmenter.threshold = threshold
 
     images, truths, preds, titles = [], [], [], []
     for item in shown:
@@ -96,7 +105,7 @@ def finalize_run(
         "train_seconds": round(fit["seconds"], 1),
         "threshold": threshold,
         "val_dice_original_res": round(scores[threshold], 5),
-        **({"val_heart_dice": round(float(np.mean(heart_dice)), 5)} if heart_dice else {}),
+        **heart,
         "split": split_name,
         "precision": precision,
         "weights": str(run.final_weights),
