@@ -9,7 +9,8 @@ for each group the table gives: Spearman correlation of the estimate with the tr
 mean absolute error, the share of failed masks (Dice < 0.85) flagged "check" by the estimate,
 and the share of good ones (Dice >= 0.95) flagged. It also times the second network pass the
 estimate needs, per image, beside one plain pass (same process, same images).
-Writes ``runs/quality/quality.json`` and prints a Markdown table.
+Writes ``runs/quality/quality.json``, the scatter plot of estimated against true Dice
+``docs/quality_estimate.png`` (numbers only, no image) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -20,19 +21,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy.stats import spearmanr
+import matplotlib
 
-from lungseg.atomic import atomic_write_text
-from lungseg.data.degrade import DEGRADATIONS
-from lungseg.data.discovery import discover, load_split, select
-from lungseg.data.io import read_image
-from lungseg.evaluate import quality_records
-from lungseg.inference import Segmenter
-from lungseg.runtime import cpu_name
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from lungseg.atomic import atomic_write_text  # noqa: E402
+from lungseg.data.degrade import DEGRADATIONS  # noqa: E402
+from lungseg.data.discovery import discover, load_split, select  # noqa: E402
+from lungseg.data.io import read_image  # noqa: E402
+from lungseg.evaluate import quality_records  # noqa: E402
+from lungseg.inference import Segmenter  # noqa: E402
+from lungseg.runtime import cpu_name  # noqa: E402
 
 FAILED, GOOD = 0.85, 0.95
 SEED = 20261203  # not the calibration's seed: other degraded copies
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "quality_estimate.png"
 
 
 def summarise(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
@@ -66,6 +72,39 @@ def cost_ms(segmenter: Segmenter, images: list[np.ndarray], repeats: int = 3) ->
         timings["with_quality" if quality else "without"] = 1000 * best / len(images)
     timings["quality_cost"] = timings["with_quality"] - timings["without"]
     return timings
+
+
+def plot(records: list[dict[str, Any]], threshold: float, path: Path) -> None:
+    """Estimated against true Dice, one dot per test mask coloured by variant, with the "check"
+    cut and the failed/good limits: where the flags fall, at a glance."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    for variant in sorted({r["variant"] for r in records}):
+        rows = [r for r in records if r["variant"] == variant]
+        ax.scatter(
+            [r["dice"] for r in rows],
+            [r["estimated_dice"] for r in rows],
+            s=6,
+            alpha=0.5,
+            label=f"{variant} ({len(rows)})",
+        )
+    low = min(0.3, min(min(r["dice"], r["estimated_dice"]) for r in records) - 0.02)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    ax.axhline(threshold, color="black", ls="--", lw=1, label=f'"check" below {threshold:.3f}')
+    for limit in (FAILED, GOOD):
+        ax.axvline(limit, color="black", ls=":", lw=1)
+    ax.set(
+        xlabel="true Dice against the manual mask",
+        ylabel="estimated Dice",
+        xlim=(low, 1.0),
+        ylim=(low, 1.0),
+        title=f"Quality estimate on test masks, clean and degraded (n={len(records)})",
+    )
+    ax.text(FAILED, low + 0.01, "failed ", ha="right", fontsize=8)
+    ax.text(GOOD, low + 0.01, " good", ha="left", fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", markerscale=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def fmt(value: float | None, pct: bool = False) -> str:
@@ -115,6 +154,7 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "quality.json", json.dumps(report, indent=2) + "\n")
+    plot(records, model.threshold, PLOT)
 
     print(f"threshold {model.threshold:.3f} (fitted on {model.fitted_on})")
     print(

@@ -29,21 +29,33 @@ def test_zooming_out_and_back_is_the_identity_inside_the_image() -> None:
 def test_fit_recovers_a_linear_relation_and_cuts_below_most_failures() -> None:
     rng = np.random.default_rng(0)
     signals = [
-        {"tta_dice": t, "uncertain": u, "postprocess_change": p, "implausible": float(i)}
-        for t, u, p, i in zip(
+        {
+            "tta_dice": t,
+            "uncertain": u,
+            "postprocess_change": p,
+            "implausible": float(i),
+            "cut_by_border": float(c),
+        }
+        for t, u, p, i, c in zip(
             rng.uniform(0.6, 1.0, 400),
             rng.uniform(0.0, 0.5, 400),
             rng.uniform(0.0, 0.2, 400),
             rng.random(400) < 0.1,
+            rng.random(400) < 0.2,
             strict=True,
         )
     ]
     dice = [
-        0.1 + 0.9 * s["tta_dice"] - 0.2 * s["uncertain"] - 0.5 * s["postprocess_change"]
+        0.1
+        + 0.9 * s["tta_dice"]
+        - 0.2 * s["uncertain"]
+        - 0.5 * s["postprocess_change"]
+        + 0.05 * s["cut_by_border"]
         for s in signals
     ]
     model = QualityModel.fit(signals, dice, fitted_on="synthetic")
     assert model.coef[0] == pytest.approx(0.9, abs=1e-6)
+    assert model.coef[SIGNALS.index("cut_by_border")] == pytest.approx(0.05, abs=1e-6)
     estimates = np.array([model.estimate(s) for s in signals])
     assert np.allclose(estimates, np.clip(dice, 0, 1), atol=1e-6)
     failed = np.array(dice) < 0.85
@@ -51,6 +63,15 @@ def test_fit_recovers_a_linear_relation_and_cuts_below_most_failures() -> None:
     assert QualityModel.from_dict(model.to_dict()) == model
     with pytest.raises(ValueError, match="signals"):
         QualityModel.from_dict({**model.to_dict(), "signals": ["tta_dice"]})
+    with pytest.raises(ValueError, match="signals"):
+        QualityModel.from_dict({**model.to_dict(), "signals": [*SIGNALS[:4], "made_up"]})
+    # A model calibrated before cut_by_border existed weighs the four signals it names.
+    older = {**model.to_dict(), "signals": list(SIGNALS[:4]), "coef": list(model.coef[:4])}
+    assert QualityModel.from_dict(older).estimate(signals[0]) == pytest.approx(
+        np.clip(
+            model.intercept + np.dot(model.coef[:4], [signals[0][n] for n in SIGNALS[:4]]), 0, 1
+        )
+    )
 
 
 @pytest.mark.parametrize("kind", list(DEGRADATIONS))
@@ -72,7 +93,9 @@ def calibrated(segmenter: Segmenter, threshold: float | None) -> Segmenter:
     """The segmenter with a quality model that trusts the second pass alone (None: none)."""
     extra = {k: v for k, v in segmenter.info.extra.items() if k != "quality_model"}
     if threshold is not None:
-        extra["quality_model"] = QualityModel((1.0, 0.0, 0.0, 0.0), 0.0, threshold, "t").to_dict()
+        extra["quality_model"] = QualityModel(
+            (1.0, 0.0, 0.0, 0.0, 0.0), 0.0, threshold, "t"
+        ).to_dict()
     return Segmenter(segmenter.model, dataclasses.replace(segmenter.info, extra=extra))
 
 

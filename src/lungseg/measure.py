@@ -50,6 +50,7 @@ __all__ = [
     "CARDIOMEGALY_CTR",
     "CardiothoracicExtents",
     "LungMeasurements",
+    "border_pixels",
     "cardiothoracic_extents",
     "lung_labels",
     "measure_lungs",
@@ -258,7 +259,7 @@ def measure_lungs(
     def cm2(pixels: int | None) -> float | None:
         return None if cm2_per_pixel is None or pixels is None else pixels * cm2_per_pixel
 
-    border = _border_pixels(mask)
+    border = border_pixels(mask)
     cut = border > MAX_BORDER_PIXELS
     reasons = _implausibilities(mask, right, left, sizes, cm2(right + left), whole=not cut)
     notes = (
@@ -418,7 +419,7 @@ def _whole_lung_implausibilities(
     return reasons
 
 
-def _border_pixels(mask: np.ndarray) -> int:
+def border_pixels(mask: np.ndarray) -> int:
     """Lung pixels on the image's outermost rows and columns, each pixel counted once."""
     ring = mask.copy()
     ring[1:-1, 1:-1] = False
