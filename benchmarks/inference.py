@@ -28,7 +28,7 @@ X-ray against PyTorch before writing it.
 Run it in the benchmark venv (benchmarks/README.md), e.g. on one pinned core::
 
     .venv-bench/bin/python benchmarks/inference.py --threads 2 --budget 10 \\
-        --out benchmarks/results/inference.md
+        --out benchmarks/results/inference_amd_epyc.md
 """
 
 from __future__ import annotations
