@@ -12,7 +12,8 @@ its ``last.pt``.
 
 Every held-out model and the reference model (``--reference WEIGHTS``; default the shipped
 weights) are evaluated on the same X-rays of S by the ``lungseg evaluate`` code path (logits
-resized to each manual mask's original size, each model's own threshold, no post-processing),
+resized to each manual mask's original size, each model's own threshold, post-processed as
+``lungseg predict`` writes masks),
 on two sets:
 
 - ``test``: S's ids of the split's test subset, which no model trained on the split has seen:
@@ -36,6 +37,7 @@ or a positive HD95 gap is what S's absence from training costs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -74,6 +76,13 @@ def write_held_out_split(split: dict[str, list[str]], source: str, origin: Path,
     return path
 
 
+def without_source(config: TrainConfig, source: str) -> TrainConfig:
+    """The recipe with ``source`` gone from its per-source sampling weights: the trainer refuses
+    a weight for a source that has no training images, and the held-out one has none."""
+    weights = {name: w for name, w in config.source_weights.items() if name != source}
+    return dataclasses.replace(config, source_weights=weights)
+
+
 def train_held_out(config: TrainConfig, data: Path, split: Path, run: Path) -> Path:
     """Train (or resume) the run unless it has finished; its weights."""
     folder = RunDir(run)
@@ -105,7 +114,8 @@ def render(results: dict[str, Any]) -> str:
         f"trainer, preset `{results['preset']}`, {results['time_budget_min']:g} min, seed "
         f"{results['seed']}; reference `{reference['weights']}` (trained on "
         f"{reference['split'] or 'an unrecorded split'}). Metrics at original resolution, mean "
-        "over images, each model's own threshold, no post-processing; gap = held-out - reference.",
+        "over images, each model's own threshold, post-processed masks; gap = held-out - "
+        "reference.",
     ]
     titles = {"test": "S's ids of the split's test subset", "all": "every S pair of the split"}
     for subset, title in titles.items():
@@ -172,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     for source in held_out:
         split_path = write_held_out_split(split, source, args.split, args.out)
         run = args.out / f"without_{source}"
-        weights = train_held_out(config, args.data, split_path, run)
+        weights = train_held_out(without_source(config, source), args.data, split_path, run)
         pairs = select(found, {"all": [i for i in ids if source_of(i) == source]}, "all")
         test_ids = {i for i in split["test"] if source_of(i) == source}
         results["sources"][source] = {

@@ -4,9 +4,10 @@ Every model is trained by lungseg's own trainer with one preset (``--preset``, d
 same augmentation, source weights, loss, optimiser, schedule and time budget, ``--budget-min``
 defaulting to the preset's) on one split (``--split``, default
 ``DATA/splits/multi_source.json``), and evaluated by the same ``lungseg evaluate`` code path
-(logits resized to the ORIGINAL mask size, threshold chosen on val, no post-processing) on its
-test subset, so the table compares architectures and nothing else. ``peers.md`` gives Dice and
-HD95 (px) as means over all test images and over each source's; ``peers.json`` has every metric.
+(logits resized to the ORIGINAL mask size, threshold chosen on val, post-processed as ``lungseg
+predict`` writes masks, the same for every model) on its test subset, so the table compares
+architectures and nothing else. ``peers.md`` gives Dice and HD95 (px) as means over all test
+images and over each source's; ``peers.json`` has every metric.
 Peers enter lungseg's registry from here, so the package itself never imports smp or MONAI.
 
 Runs in the benchmark environment (see benchmarks/README.md), because smp needs torchvision.
@@ -126,7 +127,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"Test subset of {args.split.name}, metrics at original resolution, mean over the "
         "images of all and of each source (n), HD95 in pixels; every model trained by "
         f"lungseg's trainer with `--preset {args.preset}` for {args.budget_min:g} min with "
-        f"{torch.get_num_threads()} CPU thread(s) on this machine; no post-processing.",
+        f"{torch.get_num_threads()} CPU thread(s) on this machine; masks post-processed as "
+        "predict writes them.",
         "",
         "| model | params (M) | epochs | train min | "
         + " | ".join([*(f"Dice {c}" for c in counts), "HD95 all", *(f"HD95 {s}" for s in sources)])
