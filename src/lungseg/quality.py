@@ -29,6 +29,7 @@ network time per image (the speed tables say what it costs).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +49,20 @@ TTA_ZOOM = 0.9  # the second pass sees the image at 90% of its size, centred, bo
 
 
 def _zoom_grid(batch: torch.Tensor, zoom: float) -> torch.Tensor:
-    """A sampling grid that shows ``batch`` scaled by ``zoom`` about its centre."""
-    theta = torch.tensor([[1.0 / zoom, 0.0, 0.0], [0.0, 1.0 / zoom, 0.0]], dtype=batch.dtype)
-    theta = theta.to(batch.device).expand(batch.shape[0], 2, 3)
-    return F.affine_grid(theta, list(batch.shape), align_corners=False)
+    """A sampling grid that shows ``batch`` scaled by ``zoom`` about its centre (one grid per
+    size, expanded over the batch: building it costs as much as sampling with it)."""
+    height, width = batch.shape[2], batch.shape[3]
+    grid = _cached_grid(height, width, zoom, batch.dtype, batch.device)
+    return grid.expand(batch.shape[0], -1, -1, -1)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_grid(
+    height: int, width: int, zoom: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    with torch.inference_mode(False):  # a normal tensor: the cache outlives any inference_mode
+        theta = torch.tensor([[[1.0 / zoom, 0.0, 0.0], [0.0, 1.0 / zoom, 0.0]]], dtype=dtype)
+        return F.affine_grid(theta.to(device), [1, 1, height, width], align_corners=False)
 
 
 def zoomed_out(batch: torch.Tensor, zoom: float = TTA_ZOOM) -> torch.Tensor:
