@@ -320,7 +320,8 @@ class Segmenter:
         if self.has_heart:
             heart = self.heart_mask(probabilities[1], postprocess=postprocess)
         spacing = meta.pixel_spacing_mm if meta is not None else None
-        measurements = _flag_film(measure_lungs(mask, spacing, heart=heart), meta)
+        sides = lung_labels(mask)
+        measurements = _flag_film(measure_lungs(mask, spacing, heart=heart, sides=sides), meta)
         orientation = check_orientation(mask, heart)
         measurements = _add_reasons(measurements, orientation.reasons())
         signals = None
@@ -333,7 +334,7 @@ class Segmenter:
         return Segmentation(
             mask=mask,
             probabilities=lungs,
-            labels=lung_labels(mask),
+            labels=sides,
             measurements=measurements,
             meta=meta,
             heart=heart,

@@ -162,11 +162,9 @@ def lung_labels(mask: np.ndarray) -> np.ndarray:
         ValueError: ``mask`` is not 2-D.
     """
     mask = _as_mask(mask)
-    labels = np.zeros(mask.shape, dtype=np.uint8)
     image_left = np.arange(mask.shape[1]) < midline_column(mask)  # (W,)
-    labels[mask & image_left[None, :]] = RIGHT_LUNG
-    labels[mask & ~image_left[None, :]] = LEFT_LUNG
-    return labels
+    side = np.where(image_left, RIGHT_LUNG, LEFT_LUNG).astype(np.uint8)  # (W,)
+    return mask * side[None, :]  # bool x uint8 -> uint8, one pass
 
 
 @dataclass(frozen=True)
@@ -189,15 +187,19 @@ class CardiothoracicExtents:
         return heart / thorax
 
 
-def cardiothoracic_extents(heart: np.ndarray, lungs: np.ndarray) -> CardiothoracicExtents | None:
+def cardiothoracic_extents(
+    heart: np.ndarray, lungs: np.ndarray, *, sides: np.ndarray | None = None
+) -> CardiothoracicExtents | None:
     """The heart's and the thorax's horizontal extents; None when the heart or a lung is missing.
 
     Args:
         heart: heart mask (H, W).
         lungs: lung mask (H, W), both lungs (sides are found with :func:`lung_labels`).
+        sides: ``lung_labels(lungs)`` when the caller has it already (saves finding the
+            midline again).
     """
     heart, lungs = _as_mask(heart), _as_mask(lungs)
-    labels = lung_labels(lungs)
+    labels = lung_labels(lungs) if sides is None else sides
     if not heart.any() or not (labels == RIGHT_LUNG).any() or not (labels == LEFT_LUNG).any():
         return None
     heart_cols = np.flatnonzero(heart.any(0))
@@ -228,6 +230,7 @@ def measure_lungs(
     pixel_spacing_mm: tuple[float, float] | None = None,
     *,
     heart: np.ndarray | None = None,
+    sides: np.ndarray | None = None,
 ) -> LungMeasurements:
     """Areas per side, component count and a plausibility flag for one lung mask.
 
@@ -236,6 +239,7 @@ def measure_lungs(
         pixel_spacing_mm: (row_mm, col_mm) of a pixel, e.g. from DICOM ``PixelSpacing``; the
             cm2 fields stay None without it.
         heart: the heart mask (H, W), when the model segments it: adds its area and the CTR.
+        sides: ``lung_labels(mask)`` when the caller has it already.
 
     Returns:
         The measurements; ``quality`` is ``"check"`` when the mask has no lung, or (with a pixel
@@ -250,7 +254,7 @@ def measure_lungs(
     """
     mask = _as_mask(mask)
     cm2_per_pixel = _cm2_per_pixel(pixel_spacing_mm)
-    labels = lung_labels(mask)
+    labels = lung_labels(mask) if sides is None else sides
     right = int(np.count_nonzero(labels == RIGHT_LUNG))
     left = int(np.count_nonzero(labels == LEFT_LUNG))
     components, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
@@ -275,7 +279,7 @@ def measure_lungs(
         if heart_mask.shape != mask.shape:
             raise ValueError(f"heart mask {heart_mask.shape} and lung mask {mask.shape} differ")
         heart_px = int(np.count_nonzero(heart_mask))
-        extents = cardiothoracic_extents(heart_mask, mask)
+        extents = cardiothoracic_extents(heart_mask, mask, sides=labels)
         if extents is not None:
             ctr = round(extents.ctr, 4)
             cardiomegaly = ctr > CARDIOMEGALY_CTR
@@ -299,10 +303,11 @@ def measure_lungs(
 
 
 def _as_mask(mask: np.ndarray) -> np.ndarray:
+    """``mask`` as bool (H, W); a bool mask comes back as it is (nothing here writes to it)."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"a lung mask is 2-D (H, W), got shape {mask.shape}")
-    return mask != 0
+    return mask if mask.dtype == bool else mask != 0
 
 
 def _cm2_per_pixel(spacing: tuple[float, float] | None) -> float | None:
