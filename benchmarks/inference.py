@@ -49,7 +49,13 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import REFERENCE, add_timing_arguments, for_inference, measure_cell  # noqa: E402  (timing shared with models.py)
+from models import (  # noqa: E402  (timing shared with models.py)
+    REFERENCE,
+    add_timing_arguments,
+    for_inference,
+    for_precision,
+    measure_cell,
+)
 from peers import PEERS, register_peers  # noqa: E402  (peers enter the registry there)
 
 from lungseg.atomic import atomic_write_text  # noqa: E402
@@ -226,6 +232,7 @@ def model_only(
     for name, candidate in candidates.items():
         module = Segmenter.from_pretrained(candidate.weights).model  # a fresh copy
         torch_models[name] = for_inference(module, peer=name != SHIPPED)
+    bf16_models = for_precision(torch_models, "bf16")
     ort_models = {name: OnnxRuntimeModel(c.onnx) for name, c in candidates.items()}
     results = {}
     for batch in args.batches:
@@ -237,7 +244,7 @@ def model_only(
                 "fp32",
                 args,
             ),
-            "bf16": measure_cell(torch_models, size, batch, "bf16", args),
+            "bf16": measure_cell(bf16_models, size, batch, "bf16", args),
         }
         for name in candidates:
             results[name, "torch fp32", batch] = cells["fp32"][name]

@@ -9,10 +9,11 @@ see benchmarks/README.md):
   out_channels=1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))`` with MONAI's defaults
   for the rest (kernel_size=3, up_kernel_size=3, dropout=0.0).
 
-Every measurement: eval mode, batch norms folded (:func:`build`),
-``torch.inference_mode()``, channels_last model and input, optional
-bf16 autocast, warm-up runs, then the median of the timed runs, reported per image (batch time /
-batch). Models take turns run by run, so a passing load on a shared machine hits them alike.
+Every measurement: eval mode, batch norms folded (:func:`build`), ``torch.inference_mode()``,
+channels_last model and input, optional bf16 autocast (convolution and linear weights stored in
+bf16, for every model: :func:`for_precision`), warm-up runs, then the median of the timed runs,
+reported per image (batch time / batch). Models take turns run by run, so a passing load on a
+shared machine hits them alike.
 Run with the benchmark venv, e.g.::
 
     .venv-bench/bin/python benchmarks/models.py --out benchmarks/results.md
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import statistics
 import sys
 import time
@@ -35,7 +37,7 @@ from torch import nn
 
 from lungseg.models import create_model, list_models
 from lungseg.models.complexity import count_parameters
-from lungseg.models.fold import fold_batch_norms
+from lungseg.models.fold import cast_for_autocast, fold_batch_norms
 from lungseg.runtime import describe_cpu
 
 REFERENCE = "smp_unet_r34"
@@ -98,6 +100,19 @@ def compiled(model: nn.Module) -> nn.Module:
     return torch.compile(model, dynamic=False)
 
 
+def for_precision(models: dict[str, nn.Module], precision: str) -> dict[str, nn.Module]:
+    """The models as they run best in ``precision``: under bf16 autocast, copies with their
+    convolution and linear weights stored in bf16 (:func:`~lungseg.models.fold.cast_for_autocast`,
+    what lungseg's Segmenter does; autocast would cast them again on every call under
+    inference_mode), for the peers as for lungseg's models."""
+    if precision != "bf16":
+        return models
+    return {
+        name: cast_for_autocast(copy.deepcopy(model), torch.bfloat16)
+        for name, model in models.items()
+    }
+
+
 def autocast_for(precision: str) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
@@ -141,15 +156,19 @@ def run(args: argparse.Namespace) -> str:
     """Measure every requested combination and return the markdown report."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = {name: build(name) for name in args.models}
-    params = {name: count_parameters(model) for name, model in models.items()}
+    built = {name: build(name) for name in args.models}
+    params = {name: count_parameters(model) for name, model in built.items()}
+    by_precision = {precision: for_precision(built, precision) for precision in args.precisions}
     if args.compile:
-        models = {name: compiled(model) for name, model in models.items()}
+        by_precision = {
+            precision: {name: compiled(model) for name, model in models.items()}
+            for precision, models in by_precision.items()
+        }
     results: dict[tuple[str, int, int, str], float] = {}
     for size in args.sizes:
         for batch in args.batches:
             for precision in args.precisions:
-                cell = measure_cell(models, size, batch, precision, args)
+                cell = measure_cell(by_precision[precision], size, batch, precision, args)
                 for name, ms in cell.items():
                     results[name, size, batch, precision] = ms
     return render(args, results, params)

@@ -22,6 +22,7 @@ from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.export import ExportVerificationError, export_model, load_torchscript
 from lungseg.inference import Segmenter
 from lungseg.metrics import dice
+from lungseg.models.fold import fold_batch_norms
 from lungseg.weights import shipped_weights_path
 
 pytestmark = [
@@ -150,6 +151,14 @@ def test_every_torch_precision_and_the_folded_network_match_fp32(
         got = bf16(image_path, postprocess=False)
         assert dice(got.mask, expected.mask) >= 0.999, image_path.name
         assert dice(got.heart, expected.heart) >= 0.999, image_path.name
+        # Its weights stored in bf16 once compute what autocast computes from fp32 weights.
+        reference = fold_batch_norms(bf16.model).to(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            expected_logits = reference(batch.contiguous(memory_format=torch.channels_last))
+        assert torch.equal(bf16.logits(batch), expected_logits.float())
+    convolutions = [m for m in bf16._network.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {m.weight.dtype for m in convolutions} == {torch.bfloat16}
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.float32}  # as loaded
 
 
 def test_onnxruntime_runs_a_batch_of_two(

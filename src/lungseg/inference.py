@@ -31,7 +31,7 @@ from lungseg.data.io import NOT_FRONTAL, ImageMeta, as_grey_image, read_image
 from lungseg.data.transforms import preprocess
 from lungseg.errors import InvalidInputError, LungsegError
 from lungseg.measure import LungMeasurements, lung_labels, measure_lungs
-from lungseg.models.fold import fold_batch_norms
+from lungseg.models.fold import cast_for_autocast, fold_batch_norms
 from lungseg.orientation import THEN_MIRRORED, Orientation, apply_flip, check_orientation
 from lungseg.postprocess import postprocess_mask
 from lungseg.quality import QualityModel, quality_signals, zoomed_back, zoomed_out
@@ -210,6 +210,11 @@ class Segmenter:
                     self._network, shape, training=False, channels_last=True
                 )
                 self.runtime = Runtime(self.runtime.device, self.precision_choice.dtype)
+            if self.runtime.dtype is not None and not isinstance(
+                self.model, torch.jit.ScriptModule
+            ):
+                # Weights in the autocast dtype once, not cast again on every call.
+                self._network = cast_for_autocast(self._network, self.runtime.dtype)
             if compile:
                 self._network = CompiledNetwork(self._network)
         else:
