@@ -467,3 +467,66 @@ def test_valid_unusual_formats_are_segmented(entry, source, tmp_path, capsys, ca
     assert reference.shape == source.grey.shape and reference.mean() > 0.1
     for fmt, mask in masks.items():
         assert dice(mask, reference) > 0.99, fmt
+
+
+# --- inputs that must not pass as "ok" (issue 15) ---------------------------------------------
+
+
+def suspect_inputs(source: Source, folder: Path) -> dict[str, tuple[str, str]]:
+    """Write the suspect files into ``folder``; per file name, (column, words it must hold)."""
+    from pydicom.data import get_testdata_file
+
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "ct_small.dcm")
+    shutil.copy(get_testdata_file("MR_small.dcm"), folder / "mr_small.dcm")
+    (folder / "mirrored.png").write_bytes(encode(np.ascontiguousarray(source.grey[:, ::-1])))
+    (folder / "upside_down.png").write_bytes(encode(np.ascontiguousarray(source.grey[::-1])))
+    (folder / "at_300_dpi.png").write_bytes(encode(source.grey, dpi=(300, 300)))
+    lateral = xray_dataset(source.grey, ViewPosition="LL")
+    (folder / "lateral.dcm").write_bytes(dicom_file_bytes(lateral))
+    return {
+        "ct_small.dcm": ("error", "DICOM Modality CT (computed tomography) is not a chest"),
+        "mr_small.dcm": ("error", "DICOM Modality MR (magnetic resonance) is not a chest"),
+        "mirrored.png": ("reason", "the film looks mirrored"),
+        "upside_down.png": ("reason", "the film looks upside down"),
+        "at_300_dpi.png": ("warnings", "PNG resolution 300 dpi would make the image 4.33 x 4.33"),
+        "lateral.dcm": ("reason", "lateral view (ViewPosition LL)"),
+    }
+
+
+def test_suspect_inputs_are_refused_or_flagged_by_predict_and_the_api(
+    source, tmp_path, capsys, caplog, request
+) -> None:
+    """pydicom's CT and MR files (whose preamble looks like a TIFF) are refused naming the
+    modality; a mirrored, an upside-down and a lateral film are segmented but flagged "check"
+    with the reason; a 300-dpi PNG gets no cm2 and says why. The untouched X-ray stays "ok"."""
+    from lungseg.data.io import REFUSED_MODALITIES
+
+    assert REFUSED_MODALITIES["CT"] == "computed tomography"
+    assert REFUSED_MODALITIES["MR"] == "magnetic resonance"
+    folder, out_dir = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    (folder / "original.png").write_bytes(source.png)
+    expected = suspect_inputs(source, folder)
+    code, out, _ = run_cli(["predict", folder, "-o", out_dir, "--quiet"], capsys, caplog)
+    assert code == 1  # two inputs were refused
+    rows = {Path(row["file"]).name: row for row in csv.DictReader((out_dir / "results.csv").open())}
+    assert rows["original.png"]["status"] == "ok" and rows["original.png"]["quality"] == "ok"
+    for name, (column, words) in expected.items():
+        row = rows[name]
+        assert words in row[column], (name, row)
+        if column == "error":
+            assert row["status"] == "error" and str(folder / name) in row["error"]
+            assert not (out_dir / f"{Path(name).stem}_mask.png").exists()
+        elif column == "reason":
+            assert row["status"] == "ok" and row["quality"] == "check", (name, row)
+    assert rows["at_300_dpi.png"]["area_cm2"] == "" and int(rows["at_300_dpi.png"]["area_px"]) > 0
+
+    client = request.getfixturevalue("client")
+    for name, (column, words) in expected.items():
+        response = client.post("/v1/segment", files={"file": (name, (folder / name).read_bytes())})
+        body = response.json()
+        if column == "error":
+            assert response.status_code == 422 and words in body["detail"], response.text
+        elif column == "reason":
+            assert response.status_code == 200 and body["lungs"]["quality"] == "check"
+            assert words in body["lungs"]["reason"], body["lungs"]
