@@ -15,11 +15,21 @@ def encode_png(pixels: np.ndarray, compression: int = 1) -> bytes:
 
     ``compression`` is zlib's level (0-9). The default 1 is about twice as fast as 3 for files
     ~15% bigger: encoding the overlay was a fifth of ``lungseg predict``'s time per image at 3.
+    Every row is filtered by SUB (each byte minus its left neighbour's) instead of libpng's
+    per-row choice among the five filters, which tries them all: on predict's images that
+    encodes the overlay, the mask and the heart in about half the time
+    (``benchmarks/pipeline_stages.py``) for files a few percent bigger, pixels unchanged.
     """
     if pixels.ndim == 3:
         to_bgr = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}[pixels.shape[2]]
         pixels = cv2.cvtColor(pixels, to_bgr)
-    ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    options = [
+        cv2.IMWRITE_PNG_COMPRESSION,
+        compression,
+        cv2.IMWRITE_PNG_FILTER,
+        cv2.IMWRITE_PNG_FILTER_SUB,
+    ]
+    ok, encoded = cv2.imencode(".png", pixels, options)
     if not ok:
         raise RuntimeError(f"PNG encoding failed for an array of shape {pixels.shape}")
     return encoded.tobytes()
