@@ -50,9 +50,17 @@ def main() -> int:
     _, info = load_weights(args.weights)
     info.extra["quality_model"] = model.to_dict()
     rewrite_metadata(args.weights, info)
-    failed = sum(r["dice"] < 0.85 for r in records)
+    estimates = [model.estimate(r) for r in records]
+    failed = [e for e, r in zip(estimates, records, strict=True) if r["dice"] < 0.85]
+    good = [e for e, r in zip(estimates, records, strict=True) if r["dice"] >= 0.95]
     print(json.dumps(model.to_dict(), indent=2))
-    print(f"{len(records)} val masks, {failed} failed (Dice < 0.85); wrote {args.weights}")
+    print(
+        f"{len(records)} val masks: {len(failed)} failed (Dice < 0.85), "
+        f"{sum(e < model.threshold for e in failed) / max(len(failed), 1):.0%} of them flagged; "
+        f"{len(good)} good (Dice >= 0.95), "
+        f"{sum(e < model.threshold for e in good) / max(len(good), 1):.0%} of them flagged; "
+        f"wrote {args.weights}"
+    )
     return 0
 
 

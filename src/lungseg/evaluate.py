@@ -248,10 +248,9 @@ def tune_heart_threshold(
     The heart channel exists to measure the cardiothoracic ratio, so its cut is chosen by the
     mean absolute CTR error (the lungs cut at the segmenter's lung threshold, the heart at each
     candidate, against the CTR of the manual heart and lung masks), ties going to the better
-    heart Dice. Only
-    pairs with a heart mask count; a cut that leaves no heart counts as CTR 0. Without such
-    pairs (or without a heart channel) the segmenter's own heart threshold comes back, with
-    no scores.
+    heart Dice. Only pairs with a heart mask count; a cut that leaves no heart counts as CTR 0.
+    Without such pairs (or without a heart channel) the segmenter's own heart threshold comes
+    back, with no scores.
 
     Returns:
         the chosen threshold and, per candidate, ``{"ctr_error": ..., "dice": ...}``.

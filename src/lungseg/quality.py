@@ -17,8 +17,7 @@ threshold chosen on validation is flagged ``check``. The signals (:func:`quality
   lungs, :data:`lungseg.measure.MAX_BORDER_PIXELS`). There the zoomed-out pass sees replicated
   border pixels where the film ends, so its disagreement says less about the mask; without this
   signal a linear model takes the disagreement at face value and flags good masks of cropped
-  films (measured on val: 9% of the good masks flagged without it, 7% with it, at the same
-  share of failures caught).
+  films (``scripts/calibrate_quality.py`` prints the share of good val masks flagged).
 
 :class:`QualityModel` maps them to an estimate with a linear model whose coefficients, and the
 "check" threshold, are fitted on VALIDATION images (clean and degraded copies) by

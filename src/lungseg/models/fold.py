@@ -8,9 +8,9 @@ pass costs as much as the arithmetic it saves.
 
 Under bf16 (or fp16) autocast a convolution or linear layer runs in the low precision with its
 weights cast on every call: autocast's cast cache does not apply under ``torch.inference_mode``,
-so ``msag_unet_cpu`` pays 117 casts per forward pass. :func:`cast_for_autocast` stores those
-weights in the autocast dtype once; autocast then has nothing to cast and the result is the same
-bit for bit.
+so every convolution and linear weight is cast again on every forward pass.
+:func:`cast_for_autocast` stores those weights in the autocast dtype once; autocast then has
+nothing to cast and the result is the same bit for bit.
 """
 
 from __future__ import annotations
