@@ -124,6 +124,33 @@ def test_manual_masks_lose_only_specks(test_pairs: list[Pair]) -> None:
         assert (cleaned ^ truth).sum() < 0.001 * truth.sum(), pair.id
 
 
+def _scipy_reference(mask: np.ndarray, keep: int) -> np.ndarray:
+    """The definition in scipy.ndimage terms: label, keep the largest, binary_fill_holes."""
+    labels, count = ndimage.label(mask, EIGHT_CONNECTED)
+    if count == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    largest = np.argsort(-sizes, kind="stable")[:keep] + 1
+    return ndimage.binary_fill_holes(np.isin(labels, largest))
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_same_masks_as_scipy_on_noisy_manual_masks(test_pairs: list[Pair], keep: int) -> None:
+    """OpenCV's labelling and flood fill give scipy's masks, specks, holes and ties included."""
+    rng = np.random.default_rng(keep)
+    for pair in test_pairs[:8]:
+        truth = load_full_mask(pair)
+        noisy = truth ^ (rng.random(truth.shape) < 0.01)  # specks outside, holes inside
+        for mask in (truth, noisy):
+            reference = _scipy_reference(mask, keep)
+            assert np.array_equal(postprocess_mask(mask, keep=keep), reference), pair.id
+    ties = np.zeros((20, 30), dtype=bool)
+    ties[2:6, 20:24] = ties[10:14, 2:6] = ties[15:19, 25:29] = True  # three 16-px squares
+    assert np.array_equal(postprocess_mask(ties, keep=1), _scipy_reference(ties, 1))
+    assert postprocess_mask(ties, keep=1)[2:6, 20:24].all()  # the first in raster order
+
+
 def test_evaluate_post_processes_by_default_as_predict_does() -> None:
     parser = build_parser()
     assert parser.parse_args(["evaluate", "--data", "d"]).postprocess is True

@@ -40,9 +40,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from lungseg.postprocess import EIGHT_CONNECTED
+from lungseg.postprocess import component_sizes
 
 __all__ = [
     "LEFT_LUNG",
@@ -257,8 +256,8 @@ def measure_lungs(
     labels = lung_labels(mask) if sides is None else sides
     right = int(np.count_nonzero(labels == RIGHT_LUNG))
     left = int(np.count_nonzero(labels == LEFT_LUNG))
-    components, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
-    sizes = np.bincount(components.ravel())[1:]
+    sizes = component_sizes(mask)
+    count = len(sizes)
 
     def cm2(pixels: int | None) -> float | None:
         return None if cm2_per_pixel is None or pixels is None else pixels * cm2_per_pixel
