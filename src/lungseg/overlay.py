@@ -91,23 +91,28 @@ def render_overlay(
         lung = region.view(np.uint8)
         if not lung.any():
             continue
+        # Only the region's bounding box is touched: outside it the region is background, as
+        # the erosion below takes everything beyond the box's edge to be.
+        left, top, width, height = cv2.boundingRect(lung)
+        box = (slice(top, top + height), slice(left, left + width))
+        lung, view = lung[box], rgb[box]
         # A tinted pixel depends only on its grey level: one 256-entry table per lung, applied
-        # by OpenCV to the whole image and copied where the lung is, is several times faster
-        # than blending the lung pixels in numpy.
+        # by OpenCV to the box and copied where the lung is, is several times faster than
+        # blending the lung pixels in numpy.
         tint = np.round((1.0 - opacity) * levels + opacity * np.asarray(colour, dtype=np.float64))
-        cv2.copyTo(cv2.LUT(rgb, tint.astype(np.uint8)), lung, rgb)
+        cv2.copyTo(cv2.LUT(view, tint.astype(np.uint8)), lung, view)
         # Outside the image counts as background, so a lung cut by the image edge is outlined
         # along the edge too.
         inner = cv2.erode(lung, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        rgb[(lung != 0) & (inner == 0)] = colour
+        view[cv2.subtract(lung, inner).view(bool)] = colour
     if heart is not None:
-        _draw_ctr_lines(rgb, np.asarray(heart, dtype=bool), labels > 0)
+        _draw_ctr_lines(rgb, np.asarray(heart, dtype=bool), labels)
     return rgb
 
 
-def _draw_ctr_lines(rgb: np.ndarray, heart: np.ndarray, lungs: np.ndarray) -> None:
+def _draw_ctr_lines(rgb: np.ndarray, heart: np.ndarray, labels: np.ndarray) -> None:
     """Draw the heart's and the thorax's horizontal extents (with end ticks) onto ``rgb``."""
-    extents = cardiothoracic_extents(heart, lungs)
+    extents = cardiothoracic_extents(heart, labels > 0, sides=labels)
     if extents is None:
         return
     width = _contour_width(rgb.shape)
