@@ -7,7 +7,7 @@ import torch
 
 from lungseg.config import PRESETS, TrainConfig, apply_overrides, get_preset
 from lungseg.errors import LungsegError
-from lungseg.losses import build_loss, soft_dice_loss
+from lungseg.losses import boundary_loss, build_loss, signed_distance, soft_dice_loss
 
 
 def test_paper_preset_is_the_papers_recipe() -> None:
@@ -118,3 +118,45 @@ def test_bce_dice_sums_its_parts() -> None:
     assert both.item() == pytest.approx(parts.item(), rel=1e-6)
     with pytest.raises(LungsegError):
         build_loss("focal")
+
+
+def test_signed_distance_is_negative_inside_positive_outside_and_zero_without_a_border() -> None:
+    target = torch.zeros(3, 1, 20, 20)
+    target[0, :, 5:15, 5:15] = 1
+    target[2] = 1  # all target: no border
+    distance = signed_distance(target) * 20  # back to pixels
+    assert distance[0, 0, 10, 10] == pytest.approx(-5.0, abs=0.01)  # 5 px from the square's side
+    assert distance[0, 0, 10, 0] == pytest.approx(5.0, abs=0.01)  # 5 px left of it
+    assert distance[0, 0, 0, 0] == pytest.approx(5 * 2**0.5, abs=0.01)  # diagonal: Euclidean
+    assert (distance[0][target[0] > 0.5] < 0).all() and (distance[0][target[0] < 0.5] > 0).all()
+    assert not distance[1].any() and not distance[2].any()  # empty, full: nothing to be near
+
+
+def test_boundary_loss_charges_a_far_false_positive_more_than_a_near_one() -> None:
+    target = torch.zeros(1, 1, 32, 32)
+    target[:, :, 8:24, 8:20] = 1
+    exact = (target * 2 - 1) * 50.0
+    near, far = exact.clone(), exact.clone()
+    near[:, :, 8:24, 20:22] = 50.0  # two columns past the border
+    far[:, :, 8:24, 29:31] = 50.0  # the same area, nine columns away
+    exact_loss, near_loss, far_loss = (boundary_loss(x, target).item() for x in (exact, near, far))
+    assert exact_loss < near_loss < far_loss
+    logits = torch.zeros(1, 1, 32, 32, requires_grad=True)
+    boundary_loss(logits, target).backward()  # probabilities fall outside, rise inside
+    assert logits.grad[0, 0, 0, 0] > 0 > logits.grad[0, 0, 16, 14]
+
+
+def test_the_boundary_recipe_adds_the_boundary_term_to_bce_dice() -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 1, 16, 16), torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:12, 3:9] = 1
+    total = build_loss("bce+dice+boundary")(logits, target)
+    parts = build_loss("bce+dice")(logits, target) + boundary_loss(logits, target)
+    assert total.item() == pytest.approx(parts.item(), rel=1e-6)
+    labelled = torch.tensor([[True], [False]])  # the second image has no label: no term
+    masked = build_loss("bce+dice+boundary")(logits, target, labelled)
+    alone = build_loss("bce+dice+boundary")(logits[:1], target[:1])
+    assert masked.item() == pytest.approx(alone.item(), rel=1e-6)
+    assert apply_overrides(get_preset("cpu"), ["loss=bce+dice+boundary"]).loss == (
+        "bce+dice+boundary"
+    )

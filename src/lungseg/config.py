@@ -16,7 +16,7 @@ from lungseg.errors import LungsegError
 
 AUGMENTATIONS = ("basic", "hospital")  # lungseg.data.augment.train_augmentation's kinds
 SELECTIONS = ("image_mean", "source_mean")
-LOSSES = ("bce+dice", "bce", "dice")  # lungseg.losses.build_loss's names
+LOSSES = ("bce+dice", "bce", "dice", "bce+dice+boundary")  # lungseg.losses.build_loss's names
 
 
 @dataclass
@@ -33,7 +33,8 @@ class TrainConfig:
         lr, min_lr: peak and final learning rate of the cosine schedule.
         warmup_epochs: linear warm-up from ``lr/20`` (fractional values allowed).
         weight_decay: decoupled for AdamW, L2 for Adam.
-        loss: ``"bce+dice"``, ``"bce"`` or ``"dice"``.
+        loss: ``"bce+dice"``, ``"bce"``, ``"dice"`` or ``"bce+dice+boundary"`` (adds the
+            boundary loss of :mod:`lungseg.losses`, aimed at HD95).
         grad_clip: max global grad norm (0 disables).
         augment: train-time augmentation from the data layer.
         augmentation: which set: ``"basic"`` (geometry, brightness/contrast, gamma, light blur
