@@ -7,8 +7,10 @@ network's size and resized back (bilinear) before the sigmoid and the threshold.
 :meth:`Segmenter.predict_many` is the one prediction path (as nnU-Net has one predictor):
 ``lungseg predict``, ``lungseg evaluate``, the threshold choice after training and the web
 service all consume the :class:`Segmentation` it yields, so a reported score is the score of
-the masks users get. Files are decoded in DataLoader workers; a file that cannot be read either
-stops the run or comes back as a :class:`FailedInput`, in input order.
+the masks users get. Files are decoded in DataLoader workers, the network runs in the calling
+thread and what follows it (resize back, post-processing, measurements, quality) on a second
+thread while the network takes the next batch; a file that cannot be read either stops the run
+or comes back as a :class:`FailedInput`, in input order.
 """
 
 from __future__ import annotations
