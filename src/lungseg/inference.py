@@ -431,10 +431,10 @@ class Segmenter:
         )
         options = {"postprocess": postprocess, "threshold": threshold}
         # What follows the network (resize back, threshold, post-processing, measurements,
-        # quality signals) runs on a second thread, overlapping the next batch's network call:
-        # on a CPU it costs about a third of the network's time, and OpenCV, numpy and torch
-        # release the GIL. A batch's results are yielded while the next batch is in the network,
-        # so at most two batches are in flight.
+        # quality signals; benchmarks/pipeline_stages.py times it) runs on a second thread,
+        # overlapping the next batch's network call: OpenCV, numpy and torch release the GIL.
+        # A batch's results are yielded while the next batch is in the network, so at most two
+        # batches are in flight.
         waiting: deque[Future[Segmentation] | dict[str, Any]] = deque()
         bar = tqdm(total=len(inputs), desc=desc, unit="img", disable=None if progress else True)
         finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lungseg-finish")
@@ -443,8 +443,10 @@ class Segmenter:
                 good = [item for item in items if "failed" not in item]
                 finished = iter(
                     [
-                        finisher.submit(self._finish_decoded, *job, quality, fix_orientation)
-                        for job in self._network_jobs(good, quality, options)
+                        finisher.submit(
+                            self._finish_decoded, *job, options, quality, fix_orientation
+                        )
+                        for job in self._network_jobs(good, quality)
                     ]
                 )
                 for item in items:
@@ -471,15 +473,15 @@ class Segmenter:
         raise entry["failed"].error()
 
     def _network_jobs(
-        self, items: list[dict[str, Any]], quality: bool, options: dict[str, Any]
-    ) -> list[tuple[dict[str, Any], torch.Tensor, torch.Tensor | None, dict[str, Any]]]:
+        self, items: list[dict[str, Any]], quality: bool
+    ) -> list[tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]]:
         """One network call (two passes with ``quality``) for decoded items: each item with its
-        logits, its zoomed-out pass's (or None) and the finishing options."""
+        logits and its zoomed-out pass's (or None)."""
         if not items:
             return []
         logits, second = self._passes(torch.stack([item["input"] for item in items]), quality)
         second = second if second is not None else [None] * len(items)
-        return list(zip(items, logits, second, [options] * len(items), strict=True))
+        return list(zip(items, logits, second, strict=True))
 
     def _finish_decoded(
         self,
@@ -591,7 +593,6 @@ class Segmenter:
         pixels = as_grey_image(image)
         item = {"input": self.prepare(pixels), "size": pixels.shape[:2], "meta": meta}
         quality = self.quality_model is not None
-        (job,) = self._network_jobs(
-            [item], quality, {"postprocess": postprocess, "threshold": None}
-        )
-        return self._finish_decoded(*job, quality, fix_orientation)
+        (job,) = self._network_jobs([item], quality)
+        options = {"postprocess": postprocess, "threshold": None}
+        return self._finish_decoded(*job, options, quality, fix_orientation)

@@ -11,10 +11,10 @@ A chest X-ray shows exactly two lungs, so :func:`postprocess_mask` keeps the two
 connected components and fills the holes enclosed by them. The price: a lung that really is in
 pieces (a pleural effusion can cut the lung field in two) loses all but its largest piece, so
 ``lungseg evaluate`` with and without ``--no-postprocess`` measures the trade-off on a labelled
-set. Both steps are OpenCV passes (a connected-component labelling with component sizes, then a
-flood fill of the background from the border) rather than two ``scipy.ndimage`` labellings,
-several times faster: they run twice for every image ``lungseg predict`` segments (lungs, heart),
-on the "finish" stage of ``benchmarks/pipeline_stages.py``.
+set. Both steps are OpenCV passes (a connected-component labelling, then a flood fill of the
+background from the border) rather than two ``scipy.ndimage`` labellings: they run twice for
+every image ``lungseg predict`` segments (lungs, heart), inside the "finish" stage that
+``benchmarks/pipeline_stages.py`` times.
 """
 
 from __future__ import annotations
