@@ -26,6 +26,26 @@ def test_zooming_out_and_back_is_the_identity_inside_the_image() -> None:
     assert ((back[inner] > 0.5) == (x[inner] > 0.5)).float().mean() > 0.99
 
 
+def test_a_smaller_second_pass_maps_back_onto_the_first_pass_grid() -> None:
+    x = torch.zeros(1, 1, 64, 64)
+    x[:, :, 16:48, 20:40] = 1.0
+    small = zoomed_out(x, size=(48, 48))
+    assert small.shape == (1, 1, 48, 48)
+    back = zoomed_back(small, size=(64, 64))
+    assert back.shape == x.shape
+    inner = (slice(None), slice(None), slice(8, 56), slice(8, 56))
+    assert ((back[inner] > 0.5) == (x[inner] > 0.5)).float().mean() > 0.97
+
+
+def test_the_pass_size_travels_with_the_quality_model() -> None:
+    model = QualityModel((1.0, 0.0, 0.0, 0.0, 0.0), 0.0, 0.9, "synthetic", SIGNALS, (192, 192))
+    assert model.to_dict()["pass_size"] == [192, 192]
+    assert QualityModel.from_dict(model.to_dict()) == model
+    # Weights calibrated before the size was a choice ran the pass at the network's size.
+    older = {k: v for k, v in model.to_dict().items() if k != "pass_size"}
+    assert QualityModel.from_dict(older).pass_size is None
+
+
 def test_fit_recovers_a_linear_relation_and_cuts_below_most_failures() -> None:
     rng = np.random.default_rng(0)
     signals = [
@@ -97,6 +117,22 @@ def calibrated(segmenter: Segmenter, threshold: float | None) -> Segmenter:
             (1.0, 0.0, 0.0, 0.0, 0.0), 0.0, threshold, "t"
         ).to_dict()
     return Segmenter(segmenter.model, dataclasses.replace(segmenter.info, extra=extra))
+
+
+@pytest.mark.data
+def test_a_smaller_second_pass_agrees_on_a_real_x_ray(test_split_pairs: list) -> None:
+    plain = calibrated(Segmenter.from_pretrained(), 0.5)
+    extra = dict(plain.info.extra)
+    extra["quality_model"] = {**extra["quality_model"], "pass_size": [192, 192]}
+    smaller = Segmenter(plain.model, dataclasses.replace(plain.info, extra=extra))
+    assert plain.quality_pass_size == tuple(plain.info.image_size)
+    assert smaller.quality_pass_size == (192, 192)
+    image = test_split_pairs[0].image
+    full, small = plain(image), smaller(image)
+    assert np.array_equal(full.mask, small.mask)  # the first pass is the same
+    # The cheaper pass still agrees with a good mask, and not trivially (its own grid).
+    assert 0.9 < small.quality_signals["tta_dice"] < 1.0
+    assert small.quality_signals["tta_dice"] != full.quality_signals["tta_dice"]
 
 
 def test_the_shipped_weights_carry_a_quality_model_fitted_on_val() -> None:

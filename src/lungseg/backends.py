@@ -121,11 +121,19 @@ class OnnxRuntimeModel:
         self._output = self.session.get_outputs()[0].name
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, 1, h, w) float32 prepared inputs -> (B, 1, h, w) float32 logits on the CPU."""
-        height, width = self.info.image_size
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != (1, height, width):
+        """(B, 1, h, w) float32 prepared inputs -> (B, 1, h, w) float32 logits on the CPU.
+
+        ``h, w``: the weights' image size, or any size where the export left them dynamic (the
+        quality pass may run smaller)."""
+        fixed = self.session.get_inputs()[0].shape
+        expected = ["B", 1, *(dim if isinstance(dim, int) else "?" for dim in fixed[2:])]
+        if batch.ndim != 4 or any(
+            isinstance(want, int) and want != got
+            for want, got in zip(expected, batch.shape, strict=True)
+        ):
+            shown = ", ".join(map(str, expected))
             raise LungsegError(
-                f"the exported model takes (B, 1, {height}, {width}) inputs, got "
+                f"the exported model takes ({shown}) inputs, got "
                 f"{tuple(batch.shape)}: prepare images with Segmenter.prepare"
             )
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())

@@ -1,7 +1,8 @@
 """Export a lungseg model to ONNX or TorchScript, verified against PyTorch before it is written.
 
 The exported file takes the network's prepared input ``(B, 1, h, w)`` float32 (batch dynamic,
-``h, w`` = the weights' ``image_size``) and returns ``(B, C, h, w)`` logits, one channel per
+``h, w`` = the weights' ``image_size``, ONNX: any multiple of the network's stride, for the
+quality pass's smaller grid) and returns ``(B, C, h, w)`` logits, one channel per
 label the weights name (lungs, then heart). It describes itself:
 the :class:`~lungseg.weights.WeightsInfo` (architecture, input size, threshold, preprocessing,
 version) is stored as JSON under the key ``"lungseg"`` (ONNX ``metadata_props``, TorchScript
@@ -229,7 +230,11 @@ def _onnx_bytes(model: nn.Module, info: WeightsInfo) -> bytes:
         opset_version=ONNX_OPSET,
         input_names=[ONNX_INPUT],
         output_names=[ONNX_OUTPUT],
-        dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+        # Height and width dynamic too: the quality pass may run on a smaller grid.
+        dynamic_axes={
+            ONNX_INPUT: {0: "batch", 2: "height", 3: "width"},
+            ONNX_OUTPUT: {0: "batch", 2: "height", 3: "width"},
+        },
     )
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)

@@ -229,6 +229,14 @@ class Segmenter:
         self.info = info
         self.threshold = info.threshold
         self.heart_threshold = info.heart_threshold
+        quality_model = self.quality_model
+        # The second pass's input size: the one the quality model was calibrated with
+        # (scripts/calibrate_quality.py sets it while it measures), else the network's.
+        self.quality_pass_size: tuple[int, int] = tuple(  # type: ignore[assignment]
+            quality_model.pass_size
+            if quality_model is not None and quality_model.pass_size
+            else info.image_size
+        )
 
     @classmethod
     def from_pretrained(
@@ -513,12 +521,17 @@ class Segmenter:
     def _passes(
         self, batch: torch.Tensor, quality: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The batch's logits and, with ``quality``, those of its zoomed-out copy mapped back;
-        both passes go through one network call (a larger batch runs faster per image)."""
+        """The batch's logits and, with ``quality``, those of its zoomed-out copy mapped back.
+        At the network's size both passes go through one call (a larger batch runs faster per
+        image); a smaller :attr:`quality_pass_size` takes a second, cheaper call."""
         if not quality:
             return self.logits(batch), None
-        both = self.logits(torch.cat([batch, zoomed_out(batch)]))
-        return both[: len(batch)], zoomed_back(both[len(batch) :])
+        size = tuple(batch.shape[2:])
+        if self.quality_pass_size == size:
+            both = self.logits(torch.cat([batch, zoomed_out(batch)]))
+            return both[: len(batch)], zoomed_back(both[len(batch) :])
+        second = self.logits(zoomed_out(batch, size=self.quality_pass_size))
+        return self.logits(batch), zoomed_back(second, size=size)  # type: ignore[arg-type]
 
     def _upright(
         self, item: dict[str, Any], flip: str, quality: bool, options: dict[str, Any]

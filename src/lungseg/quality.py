@@ -6,7 +6,10 @@ threshold chosen on validation is flagged ``check``. The signals (:func:`quality
 
 * ``tta_dice``: agreement between the mask and the mask of a second pass on the same X-ray
   zoomed out by 10% (mapped back). A network that knows the anatomy answers the same; one that
-  guesses (noise, an occlusion, a film unlike its training data) moves its border.
+  guesses (noise, an occlusion, a film unlike its training data) moves its border. The second
+  pass may run on a smaller grid than the first (:attr:`QualityModel.pass_size`, chosen with
+  the calibration): it only has to disagree where the network is unsure, and at 160x160 it
+  costs the network well under half of a full pass.
 * ``uncertain``: the share of the mask's area where the probability is between 0.1 and 0.9,
   i.e. how wide the blurry border is compared with the lungs.
 * ``postprocess_change``: ``1 - Dice(raw mask, post-processed mask)``: how much debris the
@@ -64,15 +67,29 @@ def _cached_grid(
         return F.affine_grid(theta.to(device), [1, 1, height, width], align_corners=False)
 
 
-def zoomed_out(batch: torch.Tensor, zoom: float = TTA_ZOOM) -> torch.Tensor:
-    """The network inputs ``(B, C, h, w)`` shrunk to ``zoom`` of their size, centred."""
+def zoomed_out(
+    batch: torch.Tensor, zoom: float = TTA_ZOOM, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """The network inputs ``(B, C, h, w)`` shrunk to ``zoom`` of their size, centred; with
+    ``size``, on a grid of that ``(h, w)`` (resized with antialiasing first), so the second pass
+    costs the network less than the first."""
+    if size is not None and tuple(size) != tuple(batch.shape[2:]):
+        batch = F.interpolate(
+            batch, size=tuple(size), mode="bilinear", antialias=True, align_corners=False
+        )
     grid = _zoom_grid(batch, zoom)
     return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def zoomed_back(logits: torch.Tensor, zoom: float = TTA_ZOOM) -> torch.Tensor:
-    """Logits of a :func:`zoomed_out` input mapped back onto the original input's grid."""
-    return zoomed_out(logits, 1.0 / zoom)
+def zoomed_back(
+    logits: torch.Tensor, zoom: float = TTA_ZOOM, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Logits of a :func:`zoomed_out` input mapped back onto the original input's grid, of
+    ``size`` ``(h, w)`` when the pass ran smaller."""
+    back = zoomed_out(logits, 1.0 / zoom)
+    if size is not None and tuple(size) != tuple(back.shape[2:]):
+        back = F.interpolate(back, size=tuple(size), mode="bilinear", align_corners=False)
+    return back
 
 
 def quality_signals(
@@ -114,6 +131,8 @@ class QualityModel:
         fitted_on: what the calibration saw (for the model card).
         signals: the signals it weighs, a subset of :data:`SIGNALS` (all of them when fitted
             now; fewer in a weights file calibrated before a signal was added).
+        pass_size: the ``(h, w)`` of the second pass's input the signals were measured with;
+            None: the network's input size (weights calibrated before the size was a choice).
     """
 
     coef: tuple[float, ...]
@@ -121,6 +140,7 @@ class QualityModel:
     threshold: float
     fitted_on: str = ""
     signals: tuple[str, ...] = SIGNALS
+    pass_size: tuple[int, int] | None = None
 
     def estimate(self, signals: dict[str, float]) -> float:
         value = self.intercept + sum(
@@ -135,6 +155,7 @@ class QualityModel:
             "intercept": self.intercept,
             "threshold": self.threshold,
             "fitted_on": self.fitted_on,
+            **({"pass_size": list(self.pass_size)} if self.pass_size else {}),
         }
 
     @classmethod
@@ -151,6 +172,7 @@ class QualityModel:
             float(values["threshold"]),
             str(values.get("fitted_on", "")),
             names,
+            tuple(int(v) for v in values["pass_size"]) if values.get("pass_size") else None,
         )
 
     @classmethod
@@ -161,6 +183,7 @@ class QualityModel:
         *,
         failed_below: float = 0.85,
         fitted_on: str = "",
+        pass_size: tuple[int, int] | None = None,
     ) -> QualityModel:
         """Least squares on (signals, true Dice); the threshold flags failed masks first.
 
@@ -180,4 +203,6 @@ class QualityModel:
         if failed.any():
             # The smallest cut above the 10% quantile of the failed masks' estimates.
             threshold = float(np.quantile(estimates[failed], 0.9, method="higher")) + 1e-4
-        return cls(model.coef, model.intercept, round(threshold, 4), fitted_on)
+        return cls(
+            model.coef, model.intercept, round(threshold, 4), fitted_on, SIGNALS, pass_size
+        )
