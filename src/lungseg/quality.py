@@ -203,6 +203,4 @@ class QualityModel:
         if failed.any():
             # The smallest cut above the 10% quantile of the failed masks' estimates.
             threshold = float(np.quantile(estimates[failed], 0.9, method="higher")) + 1e-4
-        return cls(
-            model.coef, model.intercept, round(threshold, 4), fitted_on, SIGNALS, pass_size
-        )
+        return cls(model.coef, model.intercept, round(threshold, 4), fitted_on, SIGNALS, pass_size)
