@@ -119,19 +119,23 @@ class OnnxRuntimeModel:
         self.info = info_from_metadata(name, self.session.get_modelmeta().custom_metadata_map)
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
+        # The input's shape as exported: ints where fixed, names where dynamic.
+        self._expected = [
+            "B",
+            1,
+            *(d if isinstance(d, int) else "?" for d in self.session.get_inputs()[0].shape[2:]),
+        ]
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w) float32 prepared inputs -> (B, 1, h, w) float32 logits on the CPU.
 
         ``h, w``: the weights' image size, or any size where the export left them dynamic (the
         quality pass may run smaller)."""
-        fixed = self.session.get_inputs()[0].shape
-        expected = ["B", 1, *(dim if isinstance(dim, int) else "?" for dim in fixed[2:])]
         if batch.ndim != 4 or any(
             isinstance(want, int) and want != got
-            for want, got in zip(expected, batch.shape, strict=True)
+            for want, got in zip(self._expected, batch.shape, strict=True)
         ):
-            shown = ", ".join(map(str, expected))
+            shown = ", ".join(map(str, self._expected))
             raise LungsegError(
                 f"the exported model takes ({shown}) inputs, got "
                 f"{tuple(batch.shape)}: prepare images with Segmenter.prepare"

@@ -526,12 +526,12 @@ class Segmenter:
         image); a smaller :attr:`quality_pass_size` takes a second, cheaper call."""
         if not quality:
             return self.logits(batch), None
-        size = tuple(batch.shape[2:])
+        size = (batch.shape[2], batch.shape[3])
         if self.quality_pass_size == size:
             both = self.logits(torch.cat([batch, zoomed_out(batch)]))
             return both[: len(batch)], zoomed_back(both[len(batch) :])
         second = self.logits(zoomed_out(batch, size=self.quality_pass_size))
-        return self.logits(batch), zoomed_back(second, size=size)  # type: ignore[arg-type]
+        return self.logits(batch), zoomed_back(second, size=size)
 
     def _upright(
         self, item: dict[str, Any], flip: str, quality: bool, options: dict[str, Any]

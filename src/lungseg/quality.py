@@ -8,8 +8,8 @@ threshold chosen on validation is flagged ``check``. The signals (:func:`quality
   zoomed out by 10% (mapped back). A network that knows the anatomy answers the same; one that
   guesses (noise, an occlusion, a film unlike its training data) moves its border. The second
   pass may run on a smaller grid than the first (:attr:`QualityModel.pass_size`, chosen with
-  the calibration): it only has to disagree where the network is unsure, and at 160x160 it
-  costs the network well under half of a full pass.
+  the calibration): it only has to disagree where the network is unsure, and a smaller grid
+  costs the network less (``benchmarks/pipeline_stages.py`` times both passes).
 * ``uncertain``: the share of the mask's area where the probability is between 0.1 and 0.9,
   i.e. how wide the blurry border is compared with the lungs.
 * ``postprocess_change``: ``1 - Dice(raw mask, post-processed mask)``: how much debris the
